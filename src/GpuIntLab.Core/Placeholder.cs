@@ -1,0 +1,1 @@
+namespace GpuIntLab.Core; internal static class Placeholder {}

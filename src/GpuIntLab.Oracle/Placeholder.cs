@@ -1,0 +1,1 @@
+namespace GpuIntLab.Oracle; internal static class Placeholder {}

@@ -1,0 +1,1 @@
+namespace GpuIntLab.Tests; public class Smoke { [Xunit.Fact] public void T() {} }
