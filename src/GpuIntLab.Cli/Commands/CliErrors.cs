@@ -1,0 +1,24 @@
+using GpuIntLab.Core.Formats;
+using GpuIntLab.Core.Models;
+
+namespace GpuIntLab.Cli.Commands;
+
+/// <summary>Turns user errors (bad files, bad arguments) into one clear line and exit code 2: no stack traces.</summary>
+public static class CliErrors
+{
+    public static int Run(Func<int> body)
+    {
+        try { return body(); }
+        catch (Exception e) when (IsUserError(e))
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+    }
+
+    public static bool IsUserError(Exception e) => e is ModelLoadException or WeightRangeException or UserInputException
+        or ArgumentOutOfRangeException or FileNotFoundException or DirectoryNotFoundException;
+}
+
+/// <summary>A problem with what the user asked for (unknown engine, prompt too long, ...).</summary>
+public sealed class UserInputException(string message) : Exception(message);

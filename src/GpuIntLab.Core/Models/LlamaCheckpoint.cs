@@ -1,0 +1,194 @@
+using System.Text.Json;
+using GpuIntLab.Core.Formats;
+
+namespace GpuIntLab.Core.Models;
+
+/// <summary>The linear layers of one transformer block, by their HF names.</summary>
+public enum LayerWeight
+{
+    InputNorm,
+    Q,
+    K,
+    V,
+    O,
+    PostAttentionNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+/// <summary>
+/// An HF Llama folder: <c>config.json</c>, one or more <c>*.safetensors</c> (sharded through
+/// <c>model.safetensors.index.json</c>) and usually <c>tokenizer.model</c>. Tensors stay memory-mapped;
+/// every expected tensor is checked for presence, shape and dtype against the config at open time,
+/// so an engine never meets a malformed weight halfway through a forward pass.
+/// </summary>
+public sealed class LlamaCheckpoint : IDisposable
+{
+    private readonly List<SafetensorsFile> _files;
+    private readonly Dictionary<string, (TensorInfo Info, SafetensorsFile File)> _tensors;
+
+    public string Folder { get; }
+    public LlamaConfig Config { get; }
+    public string ConfigPath => Path.Combine(Folder, "config.json");
+    /// <summary>Path of tokenizer.model, or null when the folder has none.</summary>
+    public string? TokenizerPath { get; }
+
+    private LlamaCheckpoint(string folder, LlamaConfig config, List<SafetensorsFile> files)
+    {
+        Folder = folder;
+        Config = config;
+        _files = files;
+        _tensors = new Dictionary<string, (TensorInfo, SafetensorsFile)>(StringComparer.Ordinal);
+        foreach (var f in files)
+            foreach (var t in f.Tensors.Values)
+                if (!_tensors.TryAdd(t.Name, (t, f)))
+                    throw new ModelLoadException($"{f.Path}: tensor '{t.Name}' also appears in {_tensors[t.Name].File.Path}");
+        string tok = Path.Combine(folder, "tokenizer.model");
+        TokenizerPath = File.Exists(tok) ? tok : null;
+    }
+
+    public static string LayerTensorName(int layer, LayerWeight w) => $"model.layers.{layer}." + w switch
+    {
+        LayerWeight.InputNorm => "input_layernorm.weight",
+        LayerWeight.Q => "self_attn.q_proj.weight",
+        LayerWeight.K => "self_attn.k_proj.weight",
+        LayerWeight.V => "self_attn.v_proj.weight",
+        LayerWeight.O => "self_attn.o_proj.weight",
+        LayerWeight.PostAttentionNorm => "post_attention_layernorm.weight",
+        LayerWeight.Gate => "mlp.gate_proj.weight",
+        LayerWeight.Up => "mlp.up_proj.weight",
+        LayerWeight.Down => "mlp.down_proj.weight",
+        _ => throw new ArgumentOutOfRangeException(nameof(w)),
+    };
+
+    public const string EmbeddingName = "model.embed_tokens.weight";
+    public const string FinalNormName = "model.norm.weight";
+    public const string LmHeadName = "lm_head.weight";
+
+    /// <summary>The expected shape of a layer weight, [out, in] for linear layers as HF stores them.</summary>
+    public static int[] ExpectedShape(LlamaConfig c, LayerWeight w) => w switch
+    {
+        LayerWeight.InputNorm or LayerWeight.PostAttentionNorm => [c.HiddenSize],
+        LayerWeight.Q => [c.HiddenSize, c.HiddenSize],
+        LayerWeight.K or LayerWeight.V => [c.KvDim, c.HiddenSize],
+        LayerWeight.O => [c.HiddenSize, c.HiddenSize],
+        LayerWeight.Gate or LayerWeight.Up => [c.IntermediateSize, c.HiddenSize],
+        LayerWeight.Down => [c.HiddenSize, c.IntermediateSize],
+        _ => throw new ArgumentOutOfRangeException(nameof(w)),
+    };
+
+    /// <summary>Every tensor the model needs, with its expected shape, in HF order.</summary>
+    public static IEnumerable<(string Name, int[] Shape)> ExpectedTensors(LlamaConfig c, bool includeLmHead)
+    {
+        yield return (EmbeddingName, [c.VocabSize, c.HiddenSize]);
+        for (int l = 0; l < c.NumHiddenLayers; l++)
+            foreach (var w in Enum.GetValues<LayerWeight>())
+                yield return (LayerTensorName(l, w), ExpectedShape(c, w));
+        yield return (FinalNormName, [c.HiddenSize]);
+        if (includeLmHead) yield return (LmHeadName, [c.VocabSize, c.HiddenSize]);
+    }
+
+    public static LlamaCheckpoint Open(string folder)
+    {
+        if (string.IsNullOrWhiteSpace(folder)) throw new ModelLoadException("model folder not given");
+        if (File.Exists(folder)) throw new ModelLoadException($"{folder}: expected a model folder (config.json + *.safetensors), got a file");
+        if (!Directory.Exists(folder)) throw new ModelLoadException($"{folder}: model folder not found");
+        var config = LlamaConfig.Load(Path.Combine(folder, "config.json"));
+
+        var files = new List<SafetensorsFile>();
+        try
+        {
+            foreach (var path in ShardPaths(folder)) files.Add(SafetensorsFile.Open(path));
+            var checkpoint = new LlamaCheckpoint(folder, config, files);
+            checkpoint.Validate();
+            return checkpoint;
+        }
+        catch
+        {
+            foreach (var f in files) f.Dispose();
+            throw;
+        }
+    }
+
+    private static List<string> ShardPaths(string folder)
+    {
+        string index = Path.Combine(folder, "model.safetensors.index.json");
+        if (File.Exists(index))
+        {
+            try
+            {
+                using var doc = JsonDocument.Parse(File.ReadAllText(index));
+                if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                    throw new ModelLoadException($"{index}: no 'weight_map' object");
+                var shards = map.EnumerateObject().Select(p => p.Value.GetString()
+                    ?? throw new ModelLoadException($"{index}: weight_map entry '{p.Name}' is not a file name")).Distinct().Order(StringComparer.Ordinal).ToList();
+                foreach (var s in shards)
+                    if (!File.Exists(Path.Combine(folder, s))) throw new ModelLoadException($"{Path.Combine(folder, s)}: shard named in {index} not found");
+                return shards.Select(s => Path.Combine(folder, s)).ToList();
+            }
+            catch (JsonException e) { throw new ModelLoadException($"{index}: not valid JSON ({e.Message})", e); }
+        }
+        var all = Directory.GetFiles(folder, "*.safetensors").Order(StringComparer.Ordinal).ToList();
+        if (all.Count == 0) throw new ModelLoadException($"{folder}: no *.safetensors file found");
+        return all;
+    }
+
+    private void Validate()
+    {
+        bool hasLmHead = _tensors.ContainsKey(LmHeadName);
+        if (!hasLmHead && !Config.TieWordEmbeddings)
+            throw new ModelLoadException($"{Folder}: tensor '{LmHeadName}' is missing and config.json does not set tie_word_embeddings");
+        foreach (var (name, shape) in ExpectedTensors(Config, includeLmHead: !Config.TieWordEmbeddings || hasLmHead))
+        {
+            if (!_tensors.TryGetValue(name, out var entry))
+                throw new ModelLoadException($"{Folder}: tensor '{name}' is missing from the safetensors files");
+            if (!entry.Info.Shape.SequenceEqual(shape))
+                throw new ModelLoadException($"{entry.File.Path}: tensor '{name}' has shape {entry.Info.ShapeText} but config.json implies [{string.Join(", ", shape)}]");
+        }
+    }
+
+    public TensorInfo Info(string name) =>
+        _tensors.TryGetValue(name, out var e) ? e.Info : throw new ModelLoadException($"{Folder}: tensor '{name}' not found");
+
+    /// <summary>The output projection: lm_head, or the embeddings when they are tied.</summary>
+    public TensorInfo LmHead => _tensors.ContainsKey(LmHeadName) && !Config.TieWordEmbeddings ? Info(LmHeadName) : Info(EmbeddingName);
+
+    public TensorInfo Layer(int layer, LayerWeight w) => Info(LayerTensorName(layer, w));
+
+    public ReadOnlySpan<byte> Bytes(TensorInfo t) => _tensors[t.Name].File.GetBytes(t);
+
+    public unsafe byte* Pointer(TensorInfo t) => _tensors[t.Name].File.GetPointer(t);
+
+    /// <summary>The tensor as exact float64 values (boundary use: float64 engine, quantizers).</summary>
+    public double[] ReadDouble(TensorInfo t)
+    {
+        var result = new double[t.ElementCount];
+        ExactConversion.ToDouble(t.Dtype, Bytes(t), result);
+        return result;
+    }
+
+    public float[] ReadSingle(TensorInfo t)
+    {
+        var d = ReadDouble(t);
+        var f = new float[d.Length];
+        for (int i = 0; i < d.Length; i++) f[i] = (float)d[i];
+        return f;
+    }
+
+    /// <summary>The tensor as Q16.48 raws, converted exactly; a value out of range names the tensor and file.</summary>
+    public long[] ReadQ48(TensorInfo t)
+    {
+        var result = new long[t.ElementCount];
+        try { ExactConversion.ToQ48(t.Dtype, Bytes(t), result, t.Name); }
+        catch (WeightRangeException e) { throw new ModelLoadException($"{t.FilePath}: {e.Message}", e); }
+        return result;
+    }
+
+    public IEnumerable<TensorInfo> AllTensors => _tensors.Values.Select(v => v.Info);
+
+    public void Dispose()
+    {
+        foreach (var f in _files) f.Dispose();
+    }
+}

@@ -1,1 +1,0 @@
-namespace GpuIntLab.Tests; public class Smoke { [Xunit.Fact] public void T() {} }
