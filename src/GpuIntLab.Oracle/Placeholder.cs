@@ -1,1 +1,0 @@
-namespace GpuIntLab.Oracle; internal static class Placeholder {}
