@@ -1,13 +1,127 @@
 using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using GpuIntLab.Core.Inference;
+using GpuIntLab.Core.Models;
+using GpuIntLab.Core.Tokenization;
+using GpuIntLab.Oracle;
 
 namespace GpuIntLab.Cli.Commands;
 
+/// <summary><c>gpuintlab generate</c>: greedy generation with the oracle or the float64 reference engine.</summary>
 public static class GenerateCommand
 {
     public static Command Create()
     {
-        var command = new Command("generate", "Greedy generation with the Q16.48 oracle or the float64 reference engine.");
-        command.SetAction(_ => { Console.Error.WriteLine("generate: under construction"); return 1; });
+        var model = new Option<string>("--model") { Description = "Model folder (config.json + *.safetensors + tokenizer.model)", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text (encoded with the model's tokenizer.model, BOS first)" };
+        var promptIds = new Option<string?>("--prompt-ids") { Description = "Prompt as token ids separated by spaces or commas, used as given" };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Greedy tokens to generate", DefaultValueFactory = _ => 20 };
+        var engine = new Option<string>("--engine") { Description = "oracle (Q16.48, exact) or reference (float64)", DefaultValueFactory = _ => "oracle" };
+        var threads = new Option<int>("--threads") { Description = "Threads for the matmuls (results are bit-identical for any count)", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text" };
+        var command = new Command("generate", "Greedy generation with the Q16.48 oracle or the float64 reference engine.")
+        {
+            model, prompt, promptIds, maxNew, engine, threads, json,
+        };
+        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(prompt), parse.GetValue(promptIds), parse.GetValue(maxNew),
+            parse.GetValue(engine)!, parse.GetValue(threads), parse.GetValue(json)));
         return command;
+    }
+
+    public static int[] ParseIds(string text, string option)
+    {
+        var parts = text.Split([' ', ',', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!int.TryParse(parts[i], out ids[i])) throw new UserInputException($"{option}: '{parts[i]}' is not a token id");
+        if (ids.Length == 0) throw new UserInputException($"{option}: no token ids given");
+        return ids;
+    }
+
+    private static int Run(string modelDir, string? promptText, string? promptIdsText, int maxNewTokens, string engineName, int threads, bool asJson)
+    {
+        if (promptText == null && promptIdsText == null) throw new UserInputException("give --prompt TEXT or --prompt-ids IDS");
+        if (maxNewTokens < 0) throw new UserInputException("--max-new-tokens must be 0 or more");
+        if (threads < 1) throw new UserInputException("--threads must be at least 1");
+        if (!EngineFactory.Names.Contains(engineName)) throw new UserInputException($"--engine: unknown engine '{engineName}' (known: {string.Join(", ", EngineFactory.Names)})");
+
+        using var checkpoint = LlamaCheckpoint.Open(modelDir);
+        var tokenizer = checkpoint.TokenizerPath != null ? LlamaTokenizer.Load(checkpoint.TokenizerPath) : null;
+        int[] promptIds = promptIdsText != null
+            ? ParseIds(promptIdsText, "--prompt-ids")
+            : (tokenizer ?? throw new UserInputException($"{modelDir}: no tokenizer.model, so --prompt text cannot be encoded (use --prompt-ids)")).Encode(promptText!);
+        EngineGuards.CheckTokens(checkpoint.Config, promptIds, 0);
+        if (promptIds.Length + maxNewTokens > checkpoint.Config.MaxPositionEmbeddings)
+            throw new UserInputException($"prompt of {promptIds.Length} tokens + {maxNewTokens} new tokens exceeds the context of {checkpoint.Config.MaxPositionEmbeddings}");
+
+        using var engine = EngineFactory.Create(engineName, checkpoint, threads);
+        using var hash = new LogitsHash();
+        var generated = new List<int>();
+        if (!asJson)
+        {
+            Console.WriteLine($"engine: {engine.Info.Name} ({engine.Info.Format}, {engine.Info.Accelerator})");
+            Console.WriteLine($"prompt ids: {string.Join(' ', promptIds)}");
+            if (promptText != null) Console.Write(promptText);
+        }
+
+        var clock = Stopwatch.StartNew();
+        double[] logits = engine.Prefill(promptIds);
+        double prefillSeconds = clock.Elapsed.TotalSeconds;
+        AppendHash(hash, engine, logits);
+        clock.Restart();
+        int previous = promptIds[^1];
+        for (int i = 0; i < maxNewTokens; i++)
+        {
+            int next = Greedy.ArgMax(logits);
+            generated.Add(next);
+            if (!asJson && tokenizer != null) Console.Write(tokenizer.DecodeNext(previous, next));
+            previous = next;
+            if (i == maxNewTokens - 1) break;
+            logits = engine.Decode(next);
+            AppendHash(hash, engine, logits);
+        }
+        double decodeSeconds = clock.Elapsed.TotalSeconds;
+        int decodeSteps = Math.Max(0, maxNewTokens - 1);
+        double prefillRate = promptIds.Length / prefillSeconds;
+        double decodeRate = decodeSteps > 0 ? decodeSteps / decodeSeconds : 0;
+        string text = tokenizer?.Decode(generated.ToArray()) ?? "";
+        string digest = hash.Finish();
+
+        if (asJson)
+        {
+            var result = new Dictionary<string, object?>
+            {
+                ["engine"] = engine.Info.Name,
+                ["format"] = engine.Info.Format,
+                ["threads"] = threads,
+                ["model"] = Path.GetFullPath(modelDir),
+                ["prompt"] = promptText,
+                ["prompt_ids"] = promptIds,
+                ["generated_ids"] = generated,
+                ["text"] = text,
+                ["prefill_tokens_per_sec"] = Math.Round(prefillRate, 3),
+                ["decode_tokens_per_sec"] = Math.Round(decodeRate, 3),
+                ["logits_sha256"] = digest,
+            };
+            Console.WriteLine(JsonSerializer.Serialize(result));
+        }
+        else
+        {
+            Console.WriteLine();
+            Console.WriteLine($"generated ids: {string.Join(' ', generated)}");
+            Console.WriteLine($"prefill: {promptIds.Length} tokens at {prefillRate:F2} tok/s; decode: {decodeSteps} steps at {decodeRate:F2} tok/s");
+            Console.WriteLine($"logits sha256: {digest}");
+        }
+        return 0;
+    }
+
+    /// <summary>The oracle hashes its raw int64 logits; float engines hash their float64 bit patterns.</summary>
+    private static void AppendHash(LogitsHash hash, IInferenceEngine engine, double[] logits)
+    {
+        if (engine is OracleEngine oracle) { hash.Append(oracle.LastRawLogits); return; }
+        var bits = new long[logits.Length];
+        for (int i = 0; i < logits.Length; i++) bits[i] = BitConverter.DoubleToInt64Bits(logits[i]);
+        hash.Append(bits);
     }
 }

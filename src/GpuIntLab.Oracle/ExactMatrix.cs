@@ -1,0 +1,128 @@
+using GpuIntLab.Core.FixedPoint;
+using GpuIntLab.Core.Formats;
+using GpuIntLab.Core.Models;
+
+namespace GpuIntLab.Oracle;
+
+/// <summary>
+/// A weight matrix [rows, cols] read straight from the checkpoint's memory mapping. BF16 and F16 entries
+/// are converted exactly to Q16.48 as they are used, through a 65536-entry table of the exact conversion
+/// (so the oracle reads 2 bytes a weight, not 8); F32 tensors are converted once at load.
+/// A row's dot product accumulates the exact 128-bit products and rounds once (RNE) at the end, so the
+/// result depends on no order, thread count or machine.
+/// </summary>
+internal sealed unsafe class ExactMatrix
+{
+    private readonly byte* _data;          // BF16/F16 payload in the mapping
+    private readonly long[]? _converted;   // F32 (or 1-D) tensors converted at load
+    private readonly long[]? _table;       // exact Q16.48 of every 16-bit pattern
+
+    public int Rows { get; }
+    public int Cols { get; }
+    public string Name { get; }
+
+    private ExactMatrix(string name, int rows, int cols, byte* data, long[]? table, long[]? converted)
+    {
+        Name = name; Rows = rows; Cols = cols; _data = data; _table = table; _converted = converted;
+    }
+
+    /// <summary>Sentinel in the conversion tables for bit patterns outside the Q16.48 range (-32768 itself is out of range, so it never collides).</summary>
+    internal const long Unrepresentable = long.MinValue;
+
+    private static readonly Lazy<long[]> s_bf16Table = new(() => BuildTable(ExactConversion.Bf16ToQ48));
+    private static readonly Lazy<long[]> s_f16Table = new(() => BuildTable(ExactConversion.F16ToQ48));
+
+    private static long[] BuildTable(Func<ushort, long> convert)
+    {
+        var table = new long[65536];
+        for (int bits = 0; bits < 65536; bits++)
+        {
+            try { table[bits] = convert((ushort)bits); }
+            catch (WeightRangeException) { table[bits] = Unrepresentable; }
+        }
+        return table;
+    }
+
+    public static ExactMatrix Load(LlamaCheckpoint checkpoint, TensorInfo tensor)
+    {
+        int rows = tensor.Shape[0];
+        int cols = tensor.Shape.Length > 1 ? tensor.Shape[1] : 1;
+        if (tensor.Dtype == TensorDtype.F32)
+            return new ExactMatrix(tensor.Name, rows, cols, null, null, checkpoint.ReadQ48(tensor));
+        var table = tensor.Dtype == TensorDtype.BF16 ? s_bf16Table.Value : s_f16Table.Value;
+        var matrix = new ExactMatrix(tensor.Name, rows, cols, checkpoint.Pointer(tensor), table, null);
+        matrix.CheckRange(tensor);
+        return matrix;
+    }
+
+    /// <summary>Fails at load, naming the tensor and element, if any weight is outside the Q16.48 range.</summary>
+    private void CheckRange(TensorInfo tensor)
+    {
+        var bits = new ReadOnlySpan<ushort>(_data, checked(Rows * Cols));
+        for (int i = 0; i < bits.Length; i++)
+            if (_table![bits[i]] == Unrepresentable)
+                throw new ModelLoadException($"{tensor.FilePath}: tensor '{tensor.Name}' element {i} ({tensor.Dtype} 0x{bits[i]:X4}) is outside the Q16.48 range (|x| < 32768) or not finite");
+    }
+
+    /// <summary>Row <paramref name="row"/> as Q16.48 raws.</summary>
+    public void ReadRow(int row, Span<long> destination)
+    {
+        if (_converted != null) { _converted.AsSpan(row * Cols, Cols).CopyTo(destination); return; }
+        var bits = new ReadOnlySpan<ushort>(_data + (long)row * Cols * 2, Cols);
+        var table = _table!;
+        for (int i = 0; i < bits.Length; i++) destination[i] = table[bits[i]];
+    }
+
+    /// <summary>Exact sum over the row of weight * x, as a Q32.96 128-bit integer.</summary>
+    public Int128 DotRow(int row, ReadOnlySpan<long> x)
+    {
+        ulong lo = 0; long hi = 0;
+        if (_converted != null)
+        {
+            var w = _converted.AsSpan(row * Cols, Cols);
+            for (int i = 0; i < w.Length; i++) Accumulate(ref hi, ref lo, w[i], x[i]);
+        }
+        else
+        {
+            var bits = new ReadOnlySpan<ushort>(_data + (long)row * Cols * 2, Cols);
+            var table = _table!;
+            for (int i = 0; i < bits.Length; i++) Accumulate(ref hi, ref lo, table[bits[i]], x[i]);
+        }
+        return new Int128((ulong)hi, lo);
+    }
+
+    /// <summary>(hi:lo) += a * b, exactly, as 128-bit two's complement.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static void Accumulate(ref long hi, ref ulong lo, long a, long b)
+    {
+        long productHi = Math.BigMul(a, b, out long productLo);
+        ulong sum = lo + (ulong)productLo;
+        hi += productHi + (sum < lo ? 1 : 0);
+        lo = sum;
+    }
+
+    /// <summary>output[r] = round(W[r,:] . x) for every row, rows split over threads (bit-identical for any split).</summary>
+    public void MatVec(Span<long> output, long[] x, int threads)
+    {
+        if (output.Length != Rows || x.Length != Cols) throw new ArgumentException($"{Name}: matvec shape mismatch");
+        if (threads <= 1 || (long)Rows * Cols < 1 << 16)
+        {
+            for (int r = 0; r < Rows; r++) output[r] = Round(r, DotRow(r, x));
+            return;
+        }
+        var result = new long[Rows];
+        int parts = Math.Min(threads * 4, Rows);
+        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, part =>
+        {
+            int start = (int)((long)Rows * part / parts), end = (int)((long)Rows * (part + 1) / parts);
+            for (int r = start; r < end; r++) result[r] = Round(r, DotRow(r, x));
+        });
+        result.CopyTo(output);
+    }
+
+    private long Round(int row, Int128 dot)
+    {
+        try { return Q48.RoundShift(dot, Q48.FracBits); }
+        catch (Q48OverflowException e) { throw new Q48OverflowException($"{Name} row {row}: {e.Message}"); }
+    }
+}

@@ -1,0 +1,172 @@
+using System.Buffers.Binary;
+using System.Text;
+using GpuIntLab.Core.Formats;
+using GpuIntLab.Core.Models;
+using Xunit;
+
+namespace GpuIntLab.Tests.Models;
+
+/// <summary>Bad input gets one clear error naming the file and the problem.</summary>
+public class LoaderErrorTests
+{
+    private static string CopyOfConformance(string name)
+    {
+        string dir = TestData.TempDir(name);
+        foreach (var f in Directory.GetFiles(TestData.ConformanceBf16)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        return dir;
+    }
+
+    private static ModelLoadException Fails(string folder) => Assert.Throws<ModelLoadException>(() => LlamaCheckpoint.Open(folder).Dispose());
+
+    [Fact]
+    public void MissingFolder()
+    {
+        var e = Fails("/nonexistent/model");
+        Assert.Contains("/nonexistent/model", e.Message);
+        Assert.Contains("not found", e.Message);
+    }
+
+    [Fact]
+    public void MissingConfig()
+    {
+        string dir = CopyOfConformance("noconfig");
+        File.Delete(Path.Combine(dir, "config.json"));
+        var e = Fails(dir);
+        Assert.Contains("config.json", e.Message);
+    }
+
+    [Fact]
+    public void MissingSafetensors()
+    {
+        string dir = CopyOfConformance("noweights");
+        File.Delete(Path.Combine(dir, "model.safetensors"));
+        Assert.Contains("no *.safetensors", Fails(dir).Message);
+    }
+
+    [Fact]
+    public void UnsupportedArchitecture()
+    {
+        string dir = CopyOfConformance("arch");
+        string path = Path.Combine(dir, "config.json");
+        File.WriteAllText(path, File.ReadAllText(path).Replace("LlamaForCausalLM", "MistralForCausalLM").Replace("\"llama\"", "\"mistral\""));
+        var e = Fails(dir);
+        Assert.Contains("unsupported architecture", e.Message);
+        Assert.Contains("MistralForCausalLM", e.Message);
+    }
+
+    [Fact]
+    public void RopeScalingIsRefused()
+    {
+        string dir = CopyOfConformance("ropescaling");
+        string path = Path.Combine(dir, "config.json");
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"rope_scaling\": null", "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}"));
+        Assert.Contains("rope_scaling", Fails(dir).Message);
+    }
+
+    [Fact]
+    public void ShapeThatDoesNotMatchTheConfig()
+    {
+        string dir = CopyOfConformance("shape");
+        string path = Path.Combine(dir, "config.json");
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"intermediate_size\": 172", "\"intermediate_size\": 128"));
+        var e = Fails(dir);
+        Assert.Contains("mlp.gate_proj.weight", e.Message);
+        Assert.Contains("[172, 64]", e.Message);
+    }
+
+    [Fact]
+    public void TruncatedFile()
+    {
+        string dir = CopyOfConformance("truncated");
+        string path = Path.Combine(dir, "model.safetensors");
+        var bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(path, bytes[..(bytes.Length - 1000)]);
+        var e = Fails(dir);
+        Assert.Contains("model.safetensors", e.Message);
+        Assert.Contains("truncated", e.Message);
+    }
+
+    [Fact]
+    public void HeaderLengthLargerThanFile()
+    {
+        string dir = CopyOfConformance("headerlen");
+        string path = Path.Combine(dir, "model.safetensors");
+        var bytes = File.ReadAllBytes(path);
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)bytes.Length * 2);
+        File.WriteAllBytes(path, bytes);
+        Assert.Contains("header length", Fails(dir).Message);
+    }
+
+    [Fact]
+    public void HeaderThatIsNotJson()
+    {
+        string dir = CopyOfConformance("notjson");
+        string path = Path.Combine(dir, "model.safetensors");
+        var bytes = File.ReadAllBytes(path);
+        bytes[8] = (byte)'#';
+        File.WriteAllBytes(path, bytes);
+        Assert.Contains("not valid JSON", Fails(dir).Message);
+    }
+
+    [Fact]
+    public void TinyFile()
+    {
+        string dir = CopyOfConformance("tiny");
+        File.WriteAllBytes(Path.Combine(dir, "model.safetensors"), [1, 2, 3]);
+        Assert.Contains("shorter than", Fails(dir).Message);
+    }
+
+    private static void WriteSingleTensorFile(string path, string dtype, int[] shape, byte[] data)
+    {
+        string header = $"{{\"w\":{{\"dtype\":\"{dtype}\",\"shape\":[{string.Join(",", shape)}],\"data_offsets\":[0,{data.Length}]}}}}";
+        var h = Encoding.UTF8.GetBytes(header);
+        var bytes = new byte[8 + h.Length + data.Length];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)h.Length);
+        h.CopyTo(bytes, 8);
+        data.CopyTo(bytes, 8 + h.Length);
+        File.WriteAllBytes(path, bytes);
+    }
+
+    [Fact]
+    public void UnsupportedDtype()
+    {
+        string path = Path.Combine(TestData.TempDir("dtype"), "x.safetensors");
+        WriteSingleTensorFile(path, "I8", [4], new byte[4]);
+        var e = Assert.Throws<ModelLoadException>(() => SafetensorsFile.Open(path));
+        Assert.Contains("I8", e.Message);
+        Assert.Contains("not supported", e.Message);
+    }
+
+    [Fact]
+    public void ByteLengthThatDoesNotMatchTheShape()
+    {
+        string path = Path.Combine(TestData.TempDir("span"), "x.safetensors");
+        WriteSingleTensorFile(path, "F32", [3], new byte[8]);
+        Assert.Contains("needs 12", Assert.Throws<ModelLoadException>(() => SafetensorsFile.Open(path)).Message);
+    }
+
+    [Fact]
+    public void MissingShardNamedInIndex()
+    {
+        string dir = TestData.TempDir("shard");
+        foreach (var f in Directory.GetFiles(TestData.ConformanceF16Sharded)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        File.Delete(Path.Combine(dir, "model-00002-of-00002.safetensors"));
+        Assert.Contains("model-00002-of-00002.safetensors", Fails(dir).Message);
+    }
+
+    [Fact]
+    public void WeightOutsideTheQ48RangeNamesTheTensor()
+    {
+        string path = Path.Combine(TestData.TempDir("range"), "x.safetensors");
+        var data = new byte[8];
+        BinaryPrimitives.WriteUInt32LittleEndian(data, BitConverter.SingleToUInt32Bits(1.5f));
+        BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(4), BitConverter.SingleToUInt32Bits(40000f));
+        WriteSingleTensorFile(path, "F32", [2], data);
+        using var file = SafetensorsFile.Open(path);
+        var tensor = file.Tensors["w"];
+        var values = new long[2];
+        var e = Assert.Throws<WeightRangeException>(() => ExactConversion.ToQ48(tensor.Dtype, file.GetBytes(tensor), values, tensor.Name));
+        Assert.Contains("'w' element 1", e.Message);
+        Assert.Contains("Q16.48 range", e.Message);
+    }
+}
