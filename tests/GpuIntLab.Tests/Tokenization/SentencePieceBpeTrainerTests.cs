@@ -122,3 +122,25 @@ public class SentencePieceBpeTrainerTests(ITestOutputHelper output)
         Assert.Contains("too small", e.Message);
     }
 }
+
+public class UserDefinedPieceTests
+{
+    [Fact]
+    public void User_defined_pieces_are_matched_first_and_never_merged()
+    {
+        var trained = SentencePieceModel.Parse(SentencePieceBpeTrainer.Train(StoryCorpus.Lines(50_000), 400));
+        var pieces = trained.Pieces.ToList();
+        pieces.Add(new("<|tag|>", 0, SentencePieceType.UserDefined));
+        var model = new SentencePieceModel
+        {
+            Pieces = pieces, ModelType = SentencePieceModel.ModelTypeBpe, ByteFallback = true,
+            NormalizerName = "identity", RemoveExtraWhitespaces = false,
+        };
+        var tok = LlamaTokenizer.FromBytes(model.ToBytes());
+        int tag = tok.PieceToId("<|tag|>");
+        Assert.Equal(400, tag);
+        int[] ids = tok.Encode("the<|tag|>cat <|tag", addBos: false);
+        Assert.Single(ids, tag);
+        Assert.Equal("the<|tag|>cat <|tag", tok.Decode(ids));
+    }
+}
