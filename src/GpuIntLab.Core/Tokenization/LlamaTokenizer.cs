@@ -249,17 +249,34 @@ public sealed class LlamaTokenizer
     }
 
     /// <summary>Highest score first; equal scores: leftmost first (sentencepiece's SymbolPairComparator).</summary>
-    private sealed class AgendaOrder : IComparer<(float Score, int Left)>
+    private sealed class AgendaOrder(bool rightmostTies) : IComparer<(float Score, int Left)>
     {
-        public static readonly AgendaOrder Instance = new();
+        public static readonly AgendaOrder Leftmost = new(false);
+        public static readonly AgendaOrder Rightmost = new(true);
         public int Compare((float Score, int Left) a, (float Score, int Left) b)
         {
             int c = b.Score.CompareTo(a.Score);
-            return c != 0 ? c : a.Left.CompareTo(b.Left);
+            if (c != 0) return c;
+            return rightmostTies ? b.Left.CompareTo(a.Left) : a.Left.CompareTo(b.Left);
         }
     }
 
-    private void EncodeNormalized(string s, List<int> output)
+    /// <summary>
+    /// Test hook: the same encode with equal-score merges taken rightmost first (Microsoft.ML.Tokenizers
+    /// 2.0.1's order), to show that the tie rule is the only difference from the library.
+    /// </summary>
+    internal int[] EncodeWithRightmostTies(string text, bool addBos)
+    {
+        var ids = new List<int>();
+        if (addBos && BosId >= 0) ids.Add(BosId);
+        string normalized = Normalize(text);
+        if (normalized.Length != 0) EncodeNormalized(normalized, ids, AgendaOrder.Rightmost);
+        return ids.ToArray();
+    }
+
+    private void EncodeNormalized(string s, List<int> output) => EncodeNormalized(s, output, AgendaOrder.Leftmost);
+
+    private void EncodeNormalized(string s, List<int> output, AgendaOrder order)
     {
         // Symbols: [start, start + len) of s; linked list via prev/next; merged-away symbols get len 0.
         int cap = s.Length;
@@ -293,7 +310,7 @@ public sealed class LlamaTokenizer
         }
 
         Dictionary<string, (string Left, string Right)>? revMerge = null;
-        var agenda = new PriorityQueue<Candidate, (float, int)>(AgendaOrder.Instance);
+        var agenda = new PriorityQueue<Candidate, (float, int)>(order);
 
         void MaybeAdd(int left, int right)
         {

@@ -4,7 +4,7 @@ using Xunit;
 
 namespace GpuIntLab.Tests.Tokenization;
 
-public class LlamaTokenizerTests
+public class LlamaTokenizerTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private static LlamaTokenizer Tok => TokenizerTestData.Llama2;
 
@@ -186,14 +186,23 @@ public class LlamaTokenizerTests
         string[] words = ["the", "capital", "of", "France", "is", "Paris", "aaaa", "=====", "    ", "日本語", "😀", "café", "\n", "1+1=2"];
         while (sb.Length < 100_000) sb.Append(words[rng.Next(words.Length)]).Append(' ');
         string text = sb.ToString();
+        _ = Tok; // load outside the timings
+        var sw = System.Diagnostics.Stopwatch.StartNew();
         int[] ids = Tok.Encode(text);
+        output.WriteLine($"mixed 100 KB: {ids.Length} ids in {sw.ElapsedMilliseconds} ms");
         Assert.True(ids.Length > 10_000);
         Assert.Equal(text, Tok.Decode(ids));
 
         // a 100 KB run of one character (worst case for the merge agenda) also completes
         string run = new('a', 100_000);
-        Assert.Equal(run, Tok.Decode(Tok.Encode(run)));
+        sw.Restart();
+        int[] runIds = Tok.Encode(run);
+        output.WriteLine($"'a' x 100000: {runIds.Length} ids in {sw.ElapsedMilliseconds} ms");
+        Assert.Equal(run, Tok.Decode(runIds));
         string spaces = new(' ', 100_000);
-        Assert.Equal(spaces, Tok.Decode(Tok.Encode(spaces)));
+        sw.Restart();
+        int[] spaceIds = Tok.Encode(spaces);
+        output.WriteLine($"' ' x 100000: {spaceIds.Length} ids in {sw.ElapsedMilliseconds} ms");
+        Assert.Equal(spaces, Tok.Decode(spaceIds));
     }
 }
