@@ -28,6 +28,12 @@ public sealed class ReferenceEngine : IInferenceEngine
 
     public EngineInfo Info { get; }
     public LlamaConfig Config => _c;
+
+    /// <summary>
+    /// Called with each linear layer's weight tensor name and its input vector before the product
+    /// (calibration hook: SmoothQuant gathers per-channel activation maxima through it).
+    /// </summary>
+    public Action<string, ReadOnlySpan<double>>? ActivationObserver { get; set; }
     public int Position { get; private set; }
 
     public ReferenceEngine(LlamaCheckpoint checkpoint, int threads = 1)
@@ -91,6 +97,7 @@ public sealed class ReferenceEngine : IInferenceEngine
             var w = _layers[l];
             // Attention block.
             RmsNorm(_xb, _x, w.InputNorm);
+            Observe(l, LayerWeight.Q, _xb); Observe(l, LayerWeight.K, _xb); Observe(l, LayerWeight.V, _xb);
             MatVec(_q, w.Q, _xb); MatVec(_k, w.K, _xb); MatVec(_v, w.V, _xb);
             for (int h = 0; h < _c.NumAttentionHeads; h++) Rope(_q.AsSpan(h * hd, hd), pos);
             for (int h = 0; h < _c.NumKeyValueHeads; h++) Rope(_k.AsSpan(h * hd, hd), pos);
@@ -112,23 +119,30 @@ public sealed class ReferenceEngine : IInferenceEngine
                     for (int i = 0; i < hd; i++) output[i] += scores[t] * v[i];
                 }
             }
+            Observe(l, LayerWeight.O, _attention);
             MatVec(_xb, w.O, _attention);
             for (int i = 0; i < d; i++) _x[i] += _xb[i];
 
             // SwiGLU MLP block.
             RmsNorm(_xb, _x, w.PostNorm);
+            Observe(l, LayerWeight.Gate, _xb); Observe(l, LayerWeight.Up, _xb);
             MatVec(_hb, w.Gate, _xb); MatVec(_hb2, w.Up, _xb);
             for (int i = 0; i < _hb.Length; i++) _hb[i] = _hb[i] / (1.0 + Math.Exp(-_hb[i])) * _hb2[i];
+            Observe(l, LayerWeight.Down, _hb);
             MatVec(_xb, w.Down, _hb);
             for (int i = 0; i < d; i++) _x[i] += _xb[i];
         }
         Position = pos + 1;
         if (!computeLogits) return null;
         RmsNorm(_xb, _x, _finalNorm);
+        ActivationObserver?.Invoke(LlamaCheckpoint.LmHeadName, _xb);
         var logits = new double[_c.VocabSize];
         MatVec(logits, _lmHead, _xb);
         return logits;
     }
+
+    private void Observe(int layer, LayerWeight weight, double[] input) =>
+        ActivationObserver?.Invoke(LlamaCheckpoint.LayerTensorName(layer, weight), input);
 
     private void RmsNorm(Span<double> output, ReadOnlySpan<double> x, ReadOnlySpan<double> weight)
     {

@@ -1,0 +1,18 @@
+using GpuIntLab.Core.Inference;
+
+namespace GpuIntLab.Backends;
+
+/// <summary>
+/// Every backend the lab knows. The runner and the CLI see backends only through this list, so a new
+/// backend is one line here and no change elsewhere.
+/// </summary>
+public static class BackendCatalog
+{
+    public static IReadOnlyList<IEngineProvider> All { get; } =
+    [
+        new OracleProvider(),
+        new ReferenceProvider(),
+    ];
+
+    public static IEngineProvider? Find(string name) => All.FirstOrDefault(p => p.Name == name);
+}
