@@ -319,6 +319,8 @@ public static class Quantizer
         if (m.Codes.Length != m.Rows * m.Cols) throw new ArgumentException("Codes length != Rows * Cols", nameof(m));
         int expectScales = m.Scheme == QuantScheme.PerTensor ? 1 : m.Rows;
         if (m.WeightScales.Length != expectScales) throw new ArgumentException($"expected {expectScales} weight scales", nameof(m));
+        if (m.Scheme == QuantScheme.SmoothQuant && m.SmoothFactors?.Length != m.Cols)
+            throw new ArgumentException("SmoothQuant matrix needs Cols smooth factors", nameof(m));
         int cols = m.Cols;
 
         if (m.Format == QuantFormat.Int8)
