@@ -1,1 +1,0 @@
-namespace GpuIntLab.Core; internal static class Placeholder {}
