@@ -1,5 +1,7 @@
 using GpuIntLab.Core.Formats;
 using GpuIntLab.Core.Models;
+using GpuIntLab.Core.Tokenization;
+using GpuIntLab.Experiments;
 
 namespace GpuIntLab.Cli.Commands;
 
@@ -17,7 +19,8 @@ public static class CliErrors
     }
 
     public static bool IsUserError(Exception e) => e is ModelLoadException or WeightRangeException or UserInputException
-        or ArgumentOutOfRangeException or FileNotFoundException or DirectoryNotFoundException;
+        or ArgumentOutOfRangeException or FileNotFoundException or DirectoryNotFoundException
+        or ExperimentSpecException or TokenizerLoadException;
 }
 
 /// <summary>A problem with what the user asked for (unknown engine, prompt too long, ...).</summary>
