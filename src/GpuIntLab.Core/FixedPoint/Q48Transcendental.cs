@@ -60,19 +60,24 @@ public static partial class Q48
             r -= ExpStepQ110;
         }
 
-        // exp(r) = exp(rHi) * (1 + rLo + ...): Horner on the top bits (Q.72 in a ulong), then the
-        // low 38 bits of r as a first-order correction (second order < 2^-140).
-        UInt128 ru = (UInt128)r;
-        ulong rHi = (ulong)(ru >> 38);
-        ulong rLo = (ulong)ru & ((1UL << 38) - 1);
-        UInt128[] c = ExpCoef;
-        UInt128 p = c[8];
-        for (int k = 7; k >= 0; k--)
+        // exp(r) = 1 + r + r^2/2 + r^3 * (1/3! + r/4! + ... + r^5/8!)  (truncation r^9/9! < 2^-95):
+        // the first three terms exactly in Q.126, the small tail (< 2^-28) in 64-bit fixed point.
+        UInt128 ru = (UInt128)r;                    // Q.110, < 2^101.5
+        ulong rh = (ulong)(ru >> 38);               // Q.72, top 64 bits
+        ulong rl = (ulong)ru & ((1UL << 38) - 1);   // the remaining 38 bits (Q.110)
+        // r^2 = (rh 2^38 + rl)^2 / 2^220 -> Q.126: rh^2 / 2^18 + rh rl / 2^55 (rl^2 term < 1 unit)
+        UInt128 r2 = (Math.BigMul(rh, rh) >> 18) + (Math.BigMul(rh, rl) >> 55);
+        ulong[] c = ExpTail;
+        ulong q = c[5];
+        for (int k = 4; k >= 0; k--)
         {
-            p = c[k] + (Wide.MulHi64(p, rHi) >> 8);
+            q = c[k] + (ulong)(Math.BigMul(q, rh) >> 72); // Q.64
         }
 
-        p += Wide.MulHi64(p, rLo) >> 46;
+        ulong r2h = (ulong)(r2 >> 46);                     // r^2 in Q.80
+        ulong r3 = (ulong)(Math.BigMul(r2h, rh) >> 64);    // r^3 in Q.88
+        ulong tail = (ulong)(Math.BigMul(r3, q) >> 64);    // r^3 q in Q.88
+        UInt128 p = (UInt128.One << 126) + (ru << 16) + (r2 >> 1) + ((UInt128)tail << 38);
 
         e = (int)(n >> ExpTableBits);
         return Wide.MulShr(Pow2Frac[(int)(n & ((1 << ExpTableBits) - 1))], p, 126);
@@ -101,16 +106,24 @@ public static partial class Q48
 
         // m * R_j = 1 + z exactly, 0 <= z < 2^-7.9 (Q.79); ln m = -ln R_j + ln(1 + z)
         UInt128 z = Math.BigMul(m, LogRecip[j]) - (UInt128.One << 79);
-        ulong zh = (ulong)(z >> 8); // Q.71 (truncation only feeds the inner Horner terms)
-        Int128[] c = LogCoef;
-        Int128 p = c[11];
-        for (int k = 10; k >= 1; k--)
+        ulong zh = (ulong)(z >> 8);   // Q.71, top bits of z
+        ulong zl = (ulong)z & 0xFF;   // remaining 8 bits (Q.79)
+
+        // ln(1+z) = z - z^2/2 + z^3 * (1/3 - z/4 + ... + z^8/11)  (truncation z^12/12 < 2^-98):
+        // z and z^2/2 exactly in Q.126, the small tail (< 2^-23) in signed 64-bit fixed point.
+        UInt128 z2 = (Math.BigMul(zh, zh) >> 16) + (Math.BigMul(zh, zl) >> 23); // z^2 in Q.126
+        long zs = (long)(z >> 9);     // Q.70, < 2^62.1 (z can slightly exceed 2^-8), for the signed tail
+        long[] c = LogTail;
+        long q = c[8];
+        for (int k = 7; k >= 0; k--)
         {
-            p = c[k] + Wide.MulS64(p, zh, 71);
+            q = c[k] + (long)(Math.BigMul(q, zs) >> 70); // Q.63
         }
 
-        // ln(1+z) = z * p, with the exact z
-        UInt128 l = Wide.MulShr((UInt128)p, z, 79);
+        ulong z2h = (ulong)(z2 >> 48);                              // z^2 in Q.78
+        ulong z3 = (ulong)(Math.BigMul(z2h, zh) >> 64);             // z^3 in Q.85
+        Int128 tail = Math.BigMul((long)z3, q) >> 63;               // z^3 q in Q.85
+        UInt128 l = (UInt128)((Int128)(z << 47) - (Int128)(z2 >> 1) + (tail << 41));
         Int128 frac = (Int128)(LogNegLnRecip[j] + l); // Q.126, < 0.7
         return ((b + e2) * Ln2Q120) + ((frac + 32) >> 6);
     }
@@ -253,9 +266,7 @@ public static partial class Q48
         ulong dh = (ulong)(d >> 64);                                   // in [2^62, 2^63]
         UInt128 y = ((UInt128.One << 127) / dh) << 61;                 // ~2^-62 relative
         UInt128 t = (UInt128.One << 127) - Wide.MulShr(d, y, 126);     // 2 - d*y
-        y = Wide.MulShr(y, t, 126);                                    // Newton: ~2^-122
-        t = (UInt128.One << 127) - Wide.MulShr(d, y, 126);
-        return Wide.MulShr(y, t, 126);
+        return Wide.MulShr(y, t, 126);                                 // one Newton step: ~2^-122
     }
 
     /// <summary>
