@@ -20,7 +20,7 @@ public static partial class Q48
     {
         if (x > ExpEarlyOverflow)
         {
-            throw new Q48OverflowException($"Q48.Exp overflow: exp({Describe(x)}) >= 32768");
+            throw Errors.Overflow1("Exp", "exp", x);
         }
 
         if (x < ExpEarlyZero)
@@ -32,7 +32,7 @@ public static partial class Q48
         UInt128 raw = Wide.RoundShiftU(m, 126 - FracBits - e);
         if (raw > long.MaxValue)
         {
-            throw new Q48OverflowException($"Q48.Exp overflow: exp({Describe(x)}) >= 32768");
+            throw Errors.Overflow1("Exp", "exp", x);
         }
 
         return (long)raw;
@@ -91,7 +91,7 @@ public static partial class Q48
     {
         if (x <= 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(x), $"Q48.Log of a non-positive value {Describe(x)}");
+            throw Errors.Domain("Log", "a non-positive", x);
         }
 
         return RoundShift(LogCore((ulong)x, -FracBits), 120 - FracBits);
@@ -279,7 +279,7 @@ public static partial class Q48
     {
         if (p.Length != x.Length)
         {
-            throw new ArgumentException($"Q48.Softmax: output length {p.Length} != input length {x.Length}", nameof(p));
+            throw Errors.SoftmaxLength(p.Length, x.Length);
         }
 
         if (x.Length == 0)
