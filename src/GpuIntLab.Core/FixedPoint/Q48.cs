@@ -23,7 +23,7 @@ public static partial class Q48
     {
         if (v < -32768 || v > 32767)
         {
-            throw new Q48OverflowException($"Q48.FromInt overflow: {v} is outside [-32768, 32767]");
+            throw Errors.FromIntOverflow(v);
         }
 
         return (long)v << FracBits;
@@ -32,10 +32,10 @@ public static partial class Q48
     /// <summary>a*b, rounded to nearest even once from the exact 128-bit product.</summary>
     public static long Mul(long a, long b)
     {
-        Int128 p = Math.BigMul(a, b);
-        if (!TryRoundShift(p, FracBits, out long r))
+        long hi = Math.BigMul(a, b, out long lo);
+        if (!TryRoundShift(hi, (ulong)lo, FracBits, out long r))
         {
-            throw new Q48OverflowException($"Q48.Mul overflow: {Describe(a)} * {Describe(b)}");
+            throw Errors.Overflow2("Mul", a, "*", b);
         }
 
         return r;
@@ -46,7 +46,7 @@ public static partial class Q48
     {
         if (b == 0)
         {
-            throw new DivideByZeroException($"Q48.Div: division by zero ({Describe(a)} / 0)");
+            throw Errors.DivideByZero(a);
         }
 
         bool negative = (a < 0) ^ (b < 0);
@@ -61,7 +61,7 @@ public static partial class Q48
 
         if (!TryApplySign(q, negative, out long result))
         {
-            throw new Q48OverflowException($"Q48.Div overflow: {Describe(a)} / {Describe(b)}");
+            throw Errors.Overflow2("Div", a, "/", b);
         }
 
         return result;
@@ -80,7 +80,7 @@ public static partial class Q48
 
         if (!TryRoundShift(v, shift, out long r))
         {
-            throw new Q48OverflowException($"Q48.RoundShift overflow: v = {v} (0x{v:X32}), shift = {shift}");
+            throw Errors.RoundShiftOverflow(v, shift);
         }
 
         return r;
@@ -91,7 +91,7 @@ public static partial class Q48
     {
         if (x < 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(x), $"Q48.Sqrt of a negative value {Describe(x)}");
+            throw Errors.Domain("Sqrt", "a negative", x);
         }
 
         // sqrt(x / 2^48) * 2^48 = sqrt(x * 2^48)
@@ -114,13 +114,13 @@ public static partial class Q48
     {
         if (x <= 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(x), $"Q48.Rsqrt of a non-positive value {Describe(x)}");
+            throw Errors.Domain("Rsqrt", "a non-positive", x);
         }
 
         // result = round(2^48 / sqrt(x / 2^48)) = round(2^72 / sqrt(x)) = round(sqrt(2^144 / x))
         if (x <= (1L << 18))
         {
-            throw new Q48OverflowException($"Q48.Rsqrt overflow: 1/sqrt({Describe(x)}) >= 32768");
+            throw Errors.Overflow1("Rsqrt", "1/sqrt", x);
         }
 
         ulong ux = (ulong)x;
@@ -147,7 +147,45 @@ public static partial class Q48
         return (long)s;
     }
 
-    internal static bool TryRoundShift(Int128 v, int shift, out long result)
+    /// <summary>RNE of (hi * 2^64 + lo) / 2^shift into a long; false when it does not fit.</summary>
+    internal static bool TryRoundShift(long hi, ulong lo, int shift, out long result)
+    {
+        if (shift is >= 1 and <= 63)
+        {
+            // floor(v / 2^shift) fits a long iff hi is in [-2^(shift-1), 2^(shift-1)); otherwise (rare) take
+            // the general path, which also handles floor = long.MinValue - 1 rounding up into range
+            if ((ulong)(hi + (1L << (shift - 1))) >= (1UL << shift))
+            {
+                return TryRoundShiftGeneral(((Int128)hi << 64) | lo, shift, out result);
+            }
+
+            long q = (hi << (64 - shift)) | (long)(lo >> shift);
+            ulong rem = lo & ((1UL << shift) - 1);
+            ulong half = 1UL << (shift - 1);
+            if (rem > half || (rem == half && (q & 1) != 0))
+            {
+                if (q == long.MaxValue)
+                {
+                    result = 0;
+                    return false;
+                }
+
+                q++;
+            }
+
+            result = q;
+            return true;
+        }
+
+        return TryRoundShiftGeneral(((Int128)hi << 64) | lo, shift, out result);
+    }
+
+    internal static bool TryRoundShift(Int128 v, int shift, out long result) =>
+        shift is >= 1 and <= 63
+            ? TryRoundShift((long)(v >> 64), (ulong)v, shift, out result)
+            : TryRoundShiftGeneral(v, shift, out result);
+
+    private static bool TryRoundShiftGeneral(Int128 v, int shift, out long result)
     {
         Int128 q = v;
         if (shift > 0)

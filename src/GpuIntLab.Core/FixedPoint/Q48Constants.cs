@@ -30,8 +30,8 @@ internal static class Q48Constants
     /// <summary>2^(j/256) in Q1.126 for j in [0, 256).</summary>
     public static readonly UInt128[] Pow2Frac = BuildPow2Frac();
 
-    /// <summary>1/k! in Q.126, k = 0..8 (degree-8 Taylor for r &lt; ln2/256: truncation &lt; 2^-95).</summary>
-    public static readonly UInt128[] ExpCoef = BuildInverseFactorials(8);
+    /// <summary>1/(k+3)! in Q.64, k = 0..5: the tail of the degree-8 Taylor series of exp(r), r &lt; ln2/256.</summary>
+    public static readonly ulong[] ExpTail = BuildExpTail();
 
     // ---- log ----------------------------------------------------------------------------------
 
@@ -41,8 +41,8 @@ internal static class Q48Constants
     /// <summary>-ln(R_j) = ln(2^16 / a_j) in Q.126 (atanh series).</summary>
     public static readonly UInt128[] LogNegLnRecip = BuildLogNegLnRecip();
 
-    /// <summary>ln(1+z) Taylor coefficients (-1)^(k+1)/k in Q.126, k = 0..11 (index 0 unused).</summary>
-    public static readonly Int128[] LogCoef = BuildLogCoef(11);
+    /// <summary>Tail of ln(1+z): (-1)^(k+4)/(k+3) in Q.63, k = 0..8 (terms z^3 .. z^11).</summary>
+    public static readonly long[] LogTail = BuildLogTail();
 
     // ---- sin / cos ----------------------------------------------------------------------------
 
@@ -71,12 +71,12 @@ internal static class Q48Constants
 
     private static UInt128 RoundDiv(UInt128 n, UInt128 d) => (n + (d >> 1)) / d;
 
-    private static UInt128[] BuildInverseFactorials(int maxK)
+    private static ulong[] BuildExpTail()
     {
-        var c = new UInt128[maxK + 1];
-        for (int k = 0; k <= maxK; k++)
+        var c = new ulong[6];
+        for (int k = 0; k < c.Length; k++)
         {
-            c[k] = RoundDiv(UInt128.One << 126, Factorial(k));
+            c[k] = (ulong)RoundDiv(UInt128.One << 64, Factorial(k + 3));
         }
 
         return c;
@@ -94,13 +94,13 @@ internal static class Q48Constants
         return c;
     }
 
-    private static Int128[] BuildLogCoef(int maxK)
+    private static long[] BuildLogTail()
     {
-        var c = new Int128[maxK + 1];
-        for (int k = 1; k <= maxK; k++)
+        var c = new long[9];
+        for (int k = 0; k < c.Length; k++)
         {
-            Int128 v = (Int128)RoundDiv(UInt128.One << 126, (uint)k);
-            c[k] = (k & 1) == 1 ? v : -v;
+            long v = (long)RoundDiv(UInt128.One << 63, (uint)(k + 3));
+            c[k] = (k & 1) == 0 ? v : -v;
         }
 
         return c;

@@ -12,15 +12,15 @@ public static partial class Q48
     private const long ExpEarlyZero = -(40L << FracBits);
 
     /// <summary>
-    /// e^x, rounded once (RNE) from an internal value accurate to ~2^-120 relative, so the result is the
-    /// correctly rounded one except within ~2^-50 ulp of a tie. Returns 0 where the result rounds to 0
+    /// e^x, rounded once (RNE) from an internal value accurate to ~2^-87 relative (&lt;= ~2^-24 ulp even at
+    /// 32767), so the result is the correctly rounded one except within that distance of a tie. Returns 0 where the result rounds to 0
     /// (x &lt;= ~-33.97); throws <see cref="Q48OverflowException"/> for x &gt; ln(32768).
     /// </summary>
     public static long Exp(long x)
     {
         if (x > ExpEarlyOverflow)
         {
-            throw new Q48OverflowException($"Q48.Exp overflow: exp({Describe(x)}) >= 32768");
+            throw Errors.Overflow1("Exp", "exp", x);
         }
 
         if (x < ExpEarlyZero)
@@ -32,7 +32,7 @@ public static partial class Q48
         UInt128 raw = Wide.RoundShiftU(m, 126 - FracBits - e);
         if (raw > long.MaxValue)
         {
-            throw new Q48OverflowException($"Q48.Exp overflow: exp({Describe(x)}) >= 32768");
+            throw Errors.Overflow1("Exp", "exp", x);
         }
 
         return (long)raw;
@@ -40,7 +40,7 @@ public static partial class Q48
 
     /// <summary>
     /// exp(x) for x in Q.110 with |x| &lt;= 2^10: returns m and e with exp(x) ~ m * 2^(e - 126), m in
-    /// [2^126, 2^127) (relative error ~2^-120).
+    /// [2^126, 2^127) (relative error ~2^-87: 1 + r + r^2/2 to ~2^-125, the 64-bit r^3 tail to ~2^-87).
     /// </summary>
     internal static UInt128 ExpCore(Int128 xQ110, out int e)
     {
@@ -60,19 +60,24 @@ public static partial class Q48
             r -= ExpStepQ110;
         }
 
-        // exp(r) = exp(rHi) * (1 + rLo + ...): Horner on the top bits (Q.72 in a ulong), then the
-        // low 38 bits of r as a first-order correction (second order < 2^-140).
-        UInt128 ru = (UInt128)r;
-        ulong rHi = (ulong)(ru >> 38);
-        ulong rLo = (ulong)ru & ((1UL << 38) - 1);
-        UInt128[] c = ExpCoef;
-        UInt128 p = c[8];
-        for (int k = 7; k >= 0; k--)
+        // exp(r) = 1 + r + r^2/2 + r^3 * (1/3! + r/4! + ... + r^5/8!)  (truncation r^9/9! < 2^-95):
+        // the first three terms exactly in Q.126, the small tail (< 2^-28) in 64-bit fixed point.
+        UInt128 ru = (UInt128)r;                    // Q.110, < 2^101.5
+        ulong rh = (ulong)(ru >> 38);               // Q.72, top 64 bits
+        ulong rl = (ulong)ru & ((1UL << 38) - 1);   // the remaining 38 bits (Q.110)
+        // r^2 = (rh 2^38 + rl)^2 / 2^220 -> Q.126: rh^2 / 2^18 + rh rl / 2^55 (rl^2 term < 1 unit)
+        UInt128 r2 = (Math.BigMul(rh, rh) >> 18) + (Math.BigMul(rh, rl) >> 55);
+        ulong[] c = ExpTail;
+        ulong q = c[5];
+        for (int k = 4; k >= 0; k--)
         {
-            p = c[k] + (Wide.MulHi64(p, rHi) >> 8);
+            q = c[k] + (ulong)(Math.BigMul(q, rh) >> 72); // Q.64
         }
 
-        p += Wide.MulHi64(p, rLo) >> 46;
+        ulong r2h = (ulong)(r2 >> 46);                     // r^2 in Q.80
+        ulong r3 = (ulong)(Math.BigMul(r2h, rh) >> 64);    // r^3 in Q.88
+        ulong tail = (ulong)(Math.BigMul(r3, q) >> 64);    // r^3 q in Q.88
+        UInt128 p = (UInt128.One << 126) + (ru << 16) + (r2 >> 1) + ((UInt128)tail << 38);
 
         e = (int)(n >> ExpTableBits);
         return Wide.MulShr(Pow2Frac[(int)(n & ((1 << ExpTableBits) - 1))], p, 126);
@@ -86,7 +91,7 @@ public static partial class Q48
     {
         if (x <= 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(x), $"Q48.Log of a non-positive value {Describe(x)}");
+            throw Errors.Domain("Log", "a non-positive", x);
         }
 
         return RoundShift(LogCore((ulong)x, -FracBits), 120 - FracBits);
@@ -101,23 +106,31 @@ public static partial class Q48
 
         // m * R_j = 1 + z exactly, 0 <= z < 2^-7.9 (Q.79); ln m = -ln R_j + ln(1 + z)
         UInt128 z = Math.BigMul(m, LogRecip[j]) - (UInt128.One << 79);
-        ulong zh = (ulong)(z >> 8); // Q.71 (truncation only feeds the inner Horner terms)
-        Int128[] c = LogCoef;
-        Int128 p = c[11];
-        for (int k = 10; k >= 1; k--)
+        ulong zh = (ulong)(z >> 8);   // Q.71, top bits of z
+        ulong zl = (ulong)z & 0xFF;   // remaining 8 bits (Q.79)
+
+        // ln(1+z) = z - z^2/2 + z^3 * (1/3 - z/4 + ... + z^8/11)  (truncation z^12/12 < 2^-98):
+        // z and z^2/2 exactly in Q.126, the small tail (< 2^-23) in signed 64-bit fixed point.
+        UInt128 z2 = (Math.BigMul(zh, zh) >> 16) + (Math.BigMul(zh, zl) >> 23); // z^2 in Q.126
+        long zs = (long)(z >> 9);     // Q.70, < 2^62.1 (z can slightly exceed 2^-8), for the signed tail
+        long[] c = LogTail;
+        long q = c[8];
+        for (int k = 7; k >= 0; k--)
         {
-            p = c[k] + Wide.MulS64(p, zh, 71);
+            q = c[k] + (long)(Math.BigMul(q, zs) >> 70); // Q.63
         }
 
-        // ln(1+z) = z * p, with the exact z
-        UInt128 l = Wide.MulShr((UInt128)p, z, 79);
+        ulong z2h = (ulong)(z2 >> 48);                              // z^2 in Q.78
+        ulong z3 = (ulong)(Math.BigMul(z2h, zh) >> 64);             // z^3 in Q.85
+        Int128 tail = Math.BigMul((long)z3, q) >> 63;               // z^3 q in Q.85
+        UInt128 l = (UInt128)((Int128)(z << 47) - (Int128)(z2 >> 1) + (tail << 41));
         Int128 frac = (Int128)(LogNegLnRecip[j] + l); // Q.126, < 0.7
         return ((b + e2) * Ln2Q120) + ((frac + 32) >> 6);
     }
 
     /// <summary>
     /// sin(x) and cos(x) for any Q16.48 x: reduced modulo pi/2 with a 100-bit pi/2 (|x| &lt;= 32768 keeps
-    /// the reduced angle within ~2^-86 of exact), then Taylor series in ~2^-120 fixed point; each output
+    /// the reduced angle within ~2^-86 of exact), then Taylor series in Q.126 (~2^-70 or better); each output
     /// is rounded once (RNE).
     /// </summary>
     public static void SinCos(long x, out long sin, out long cos)
@@ -185,7 +198,7 @@ public static partial class Q48
     }
 
     /// <summary>
-    /// 1/(1 + e^-x), rounded once (RNE) from a ~2^-120 internal value. Stable for any |x|: for x &lt; 0 it
+    /// 1/(1 + e^-x), rounded once (RNE) from an internal value within ~2^-86 absolute. Stable for any |x|: for x &lt; 0 it
     /// is computed as e^x/(1 + e^x), so tiny outputs keep full absolute accuracy.
     /// </summary>
     public static long Sigmoid(long x)
@@ -204,8 +217,8 @@ public static partial class Q48
     }
 
     /// <summary>
-    /// x * sigmoid(x), rounded once (RNE) from the exact product of x and a ~2^-120 sigmoid: error
-    /// within 0.5 ulp + |x| * 2^-120 (correctly rounded except at near-ties).
+    /// x * sigmoid(x), rounded once (RNE) from the exact product of x and a sigmoid within ~2^-86: error
+    /// within 0.5 ulp + |x| * 2^-86 (i.e. &lt;= 0.5 + 2^-33 ulp for |x| &lt; 40; correctly rounded except at near-ties).
     /// </summary>
     public static long Silu(long x)
     {
@@ -253,9 +266,7 @@ public static partial class Q48
         ulong dh = (ulong)(d >> 64);                                   // in [2^62, 2^63]
         UInt128 y = ((UInt128.One << 127) / dh) << 61;                 // ~2^-62 relative
         UInt128 t = (UInt128.One << 127) - Wide.MulShr(d, y, 126);     // 2 - d*y
-        y = Wide.MulShr(y, t, 126);                                    // Newton: ~2^-122
-        t = (UInt128.One << 127) - Wide.MulShr(d, y, 126);
-        return Wide.MulShr(y, t, 126);
+        return Wide.MulShr(y, t, 126);                                 // one Newton step: ~2^-122
     }
 
     /// <summary>
@@ -268,7 +279,7 @@ public static partial class Q48
     {
         if (p.Length != x.Length)
         {
-            throw new ArgumentException($"Q48.Softmax: output length {p.Length} != input length {x.Length}", nameof(p));
+            throw Errors.SoftmaxLength(p.Length, x.Length);
         }
 
         if (x.Length == 0)

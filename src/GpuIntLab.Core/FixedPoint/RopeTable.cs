@@ -7,10 +7,10 @@ namespace GpuIntLab.Core.FixedPoint;
 /// <item>ln(theta) from theta's exact binary decomposition m * 2^e (ln m + e ln2, Q.120, ~2^-80 absolute);</item>
 /// <item>inverse frequency exp(-(2i/headDim) ln theta) in Q1.127 (relative error ~2^-80);</item>
 /// <item>the angle pos * inv_freq is the exact product, truncated to Q.100, reduced modulo pi/2 with a
-/// 100-bit pi/2, and fed to the ~2^-120 sin/cos series; each entry is rounded once (RNE).</item>
+/// 100-bit pi/2, and fed to the sin/cos series; each entry is rounded once (RNE).</item>
 /// </list>
-/// The angle is exact to ~2^-69 (~2e-21) at position 2047 and every entry is the correctly rounded cos/sin of
-/// the exact real angle except at near-ties (measured in the tests).
+/// Derived angle error at position 2047: ~2^-69 (~2e-21 rad); measured: &lt; 5e-24 rad. Every entry is the
+/// correctly rounded cos/sin of the exact real angle except at near-ties (measured in the tests).
 /// </summary>
 public sealed partial class RopeTable
 {

@@ -115,6 +115,11 @@ public class ArithmeticTests(ITestOutputHelper output)
         Assert.IsAssignableFrom<OverflowException>(ex);
         Assert.Throws<Q48OverflowException>(() => Q48.Mul(long.MinValue, -One)); // +32768
         Assert.Equal(long.MinValue, Q48.Mul(long.MinValue, One));                // -32768 fits
+        // a*b = -(2^64 + 1) * 2^47 (2^64 + 1 = 274177 * 67280421310721): the floor of a*b/2^48 is
+        // long.MinValue - 1, but the value is a tie halfway to long.MinValue (even), so it fits
+        Assert.Equal(long.MinValue, Q48.Mul(-(274177L << 30), 67280421310721L << 17));
+        Assert.Equal(long.MinValue, Q48.Mul(274177L << 30, -(67280421310721L << 17)));
+        Assert.Throws<Q48OverflowException>(() => Q48.Mul(-(274177L << 30), (67280421310721L << 17) + 1));
     }
 
     [Fact]
