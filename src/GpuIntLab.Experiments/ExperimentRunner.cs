@@ -63,7 +63,7 @@ public sealed class ExperimentRunner
         foreach (var (p, ids) in prompts)
         {
             try { EngineGuards.CheckTokens(checkpoint.Config, ids, 0); }
-            catch (ArgumentOutOfRangeException e) { throw new ExperimentSpecException($"{spec.SourcePath}: prompt '{p.Name}': {e.Message}"); }
+            catch (TokenInputException e) { throw new ExperimentSpecException($"{spec.SourcePath}: prompt '{p.Name}': {e.Message}"); }
             if (ids.Length + spec.NewTokens > checkpoint.Config.MaxPositionEmbeddings)
                 throw new ExperimentSpecException($"{spec.SourcePath}: prompt '{p.Name}' ({ids.Length} tokens) + {spec.NewTokens} new tokens exceeds the model's context of {checkpoint.Config.MaxPositionEmbeddings}");
         }

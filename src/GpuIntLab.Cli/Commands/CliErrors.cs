@@ -1,4 +1,5 @@
 using GpuIntLab.Core.Formats;
+using GpuIntLab.Core.Inference;
 using GpuIntLab.Core.Models;
 using GpuIntLab.Core.Tokenization;
 using GpuIntLab.Experiments;
@@ -19,7 +20,7 @@ public static class CliErrors
     }
 
     public static bool IsUserError(Exception e) => e is ModelLoadException or WeightRangeException or UserInputException
-        or ArgumentOutOfRangeException or FileNotFoundException or DirectoryNotFoundException
+        or TokenInputException or FileNotFoundException or DirectoryNotFoundException
         or ExperimentSpecException or TokenizerLoadException;
 }
 

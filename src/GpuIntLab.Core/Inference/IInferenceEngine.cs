@@ -41,11 +41,16 @@ public static class EngineGuards
     {
         for (int i = 0; i < tokens.Length; i++)
             if ((uint)tokens[i] >= (uint)config.VocabSize)
-                throw new ArgumentOutOfRangeException(nameof(tokens), tokens[i], $"token id {tokens[i]} at index {i} is outside the vocabulary [0, {config.VocabSize})");
+                throw new TokenInputException($"token id {tokens[i]} at index {i} is outside the vocabulary [0, {config.VocabSize})");
         if (position + tokens.Length > config.MaxPositionEmbeddings)
-            throw new ArgumentOutOfRangeException(nameof(tokens), tokens.Length,
-                $"{position + tokens.Length} tokens exceed the model's context of {config.MaxPositionEmbeddings} (max_position_embeddings)");
+            throw new TokenInputException($"{position + tokens.Length} tokens exceed the model's context of {config.MaxPositionEmbeddings} (max_position_embeddings)");
     }
+}
+
+/// <summary>Token ids outside the vocabulary, or more tokens than the context holds. The message is the whole story (no parameter suffix).</summary>
+public sealed class TokenInputException(string message) : ArgumentOutOfRangeException(null, message)
+{
+    public override string Message => base.Message.Split(Environment.NewLine)[0];
 }
 
 /// <summary>Greedy decoding over any engine.</summary>
