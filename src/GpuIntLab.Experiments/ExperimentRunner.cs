@@ -58,7 +58,7 @@ public sealed class ExperimentRunner
         var units = spec.ResolveBackends(options.FindBackend, options.KnownBackends);
         string modelDir = spec.ResolveModel(options.ModelOverride);
         using var checkpoint = LlamaCheckpoint.Open(modelDir);
-        var tokenizer = checkpoint.TokenizerPath != null ? LlamaTokenizer.Load(checkpoint.TokenizerPath) : null;
+        var tokenizer = checkpoint.LoadTokenizer();
         var prompts = spec.Prompts.Select(p => (Spec: p, Ids: Encode(p.Text, p.Ids, tokenizer, modelDir, $"prompt '{p.Name}'"))).ToList();
         foreach (var (p, ids) in prompts)
         {

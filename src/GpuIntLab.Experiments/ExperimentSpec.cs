@@ -28,7 +28,7 @@ public sealed class ExperimentSpec
 {
     [JsonPropertyName("name")] public string Name { get; set; } = "";
     [JsonPropertyName("description")] public string? Description { get; set; }
-    /// <summary>Model folder, relative to the spec file or absolute; "$ENV_VAR" style values are expanded.</summary>
+    /// <summary>Model folder, relative to the spec file or absolute; "$NAME" reads the environment variable NAME.</summary>
     [JsonPropertyName("model")] public string Model { get; set; } = "";
     [JsonPropertyName("prompts")] public List<PromptSpec> Prompts { get; set; } = [];
     [JsonPropertyName("new_tokens")] public int NewTokens { get; set; } = 20;
@@ -56,9 +56,9 @@ public sealed class ExperimentSpec
     /// <summary>The model folder: an override (e.g. --model), else the spec's, resolved against the spec's folder.</summary>
     public string ResolveModel(string? overridePath)
     {
-        string raw = overridePath ?? Environment.ExpandEnvironmentVariables(Model);
-        if (string.IsNullOrWhiteSpace(raw) || raw.Contains('%') || raw.StartsWith('$'))
-            throw new ExperimentSpecException($"{SourcePath}: model '{Model}' is not set; pass --model DIR");
+        string raw = overridePath ?? (Model.StartsWith('$') ? Environment.GetEnvironmentVariable(Model[1..]) ?? "" : Model);
+        if (string.IsNullOrWhiteSpace(raw))
+            throw new ExperimentSpecException($"{SourcePath}: model '{Model}' is not set; pass --model DIR" + (Model.StartsWith('$') ? $" or set {Model[1..]}" : ""));
         return Path.IsPathRooted(raw) ? raw : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(SourcePath) ?? ".", raw));
     }
 

@@ -7,7 +7,8 @@ namespace GpuIntLab.Oracle;
 /// <summary>
 /// A weight matrix [rows, cols] read straight from the checkpoint's memory mapping. BF16 and F16 entries
 /// are converted exactly to Q16.48 as they are used, through a 65536-entry table of the exact conversion
-/// (so the oracle reads 2 bytes a weight, not 8); F32 tensors are converted once at load.
+/// (so the oracle reads 2 bytes a weight, not 8), and so are native M8E8 codes (an integer decoding);
+/// F32 and native Q48 tensors are converted once at load.
 /// A row's dot product accumulates the exact 128-bit products and rounds once (RNE) at the end, so the
 /// result depends on no order, thread count or machine.
 /// </summary>
@@ -31,6 +32,7 @@ internal sealed unsafe class ExactMatrix
 
     private static readonly Lazy<long[]> s_bf16Table = new(() => BuildTable(ExactConversion.Bf16ToQ48));
     private static readonly Lazy<long[]> s_f16Table = new(() => BuildTable(ExactConversion.F16ToQ48));
+    private static readonly Lazy<long[]> s_m8e8Table = new(() => BuildTable(ExactConversion.M8E8ToQ48));
 
     private static long[] BuildTable(Func<ushort, long> convert)
     {
@@ -47,9 +49,14 @@ internal sealed unsafe class ExactMatrix
     {
         int rows = tensor.Shape[0];
         int cols = tensor.Shape.Length > 1 ? tensor.Shape[1] : 1;
-        if (tensor.Dtype == TensorDtype.F32)
+        if (tensor.Dtype is TensorDtype.F32 or TensorDtype.Q48)
             return new ExactMatrix(tensor.Name, rows, cols, null, null, checkpoint.ReadQ48(tensor));
-        var table = tensor.Dtype == TensorDtype.BF16 ? s_bf16Table.Value : s_f16Table.Value;
+        var table = tensor.Dtype switch
+        {
+            TensorDtype.BF16 => s_bf16Table.Value,
+            TensorDtype.F16 => s_f16Table.Value,
+            _ => s_m8e8Table.Value,
+        };
         var matrix = new ExactMatrix(tensor.Name, rows, cols, checkpoint.Pointer(tensor), table, null);
         matrix.CheckRange(tensor);
         return matrix;

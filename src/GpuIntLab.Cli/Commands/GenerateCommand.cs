@@ -13,7 +13,7 @@ public static class GenerateCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model folder (config.json + *.safetensors + tokenizer.model)", Required = true };
+        var model = new Option<string>("--model") { Description = "Model folder (config.json + *.safetensors + tokenizer.model) or native .q48 file", Required = true };
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text (encoded with the model's tokenizer.model, BOS first)" };
         var promptIds = new Option<string?>("--prompt-ids") { Description = "Prompt as token ids separated by spaces or commas, used as given" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Greedy tokens to generate", DefaultValueFactory = _ => 20 };
@@ -47,7 +47,7 @@ public static class GenerateCommand
         if (!EngineFactory.Names.Contains(engineName)) throw new UserInputException($"--engine: unknown engine '{engineName}' (known: {string.Join(", ", EngineFactory.Names)})");
 
         using var checkpoint = LlamaCheckpoint.Open(modelDir);
-        var tokenizer = checkpoint.TokenizerPath != null ? LlamaTokenizer.Load(checkpoint.TokenizerPath) : null;
+        var tokenizer = checkpoint.LoadTokenizer();
         int[] promptIds = promptIdsText != null
             ? ParseIds(promptIdsText, "--prompt-ids")
             : (tokenizer ?? throw new UserInputException($"{modelDir}: no tokenizer.model, so --prompt text cannot be encoded (use --prompt-ids)")).Encode(promptText!);

@@ -87,6 +87,31 @@ public static class ExactConversion
         => (negative ? -1.0 : 1.0) * mantissa * Math.Pow(2, exponent2);
 
     public static long Bf16ToQ48(ushort bits) => Convert(bits, 8, 7, "bf16");
+
+    /// <summary>Decodes the native <see cref="TensorDtype.M8E8"/> integer encoding (integer operations only).</summary>
+    public static long M8E8ToQ48(ushort code)
+    {
+        if (code == 0) return 0;
+        int e = (code >> 7) & 0xFF;
+        if (e < 86 || e > 141) throw new WeightRangeException($"m8e8 code 0x{code:X4} has exponent field {e} outside [86, 141]");
+        long magnitude = (long)(128 + (code & 0x7F)) << (e - 86);
+        return (code & 0x8000) != 0 ? -magnitude : magnitude;
+    }
+
+    /// <summary>Encodes a Q16.48 raw as <see cref="TensorDtype.M8E8"/> when it has at most 8 significant bits and magnitude &gt;= 128 ulp; null otherwise.</summary>
+    public static ushort? TryQ48ToM8E8(long raw)
+    {
+        if (raw == 0) return 0;
+        if (raw == long.MinValue) return null;
+        ulong v = (ulong)Math.Abs(raw);
+        int length = 64 - System.Numerics.BitOperations.LeadingZeroCount(v);
+        if (length < 8) return null;
+        int shift = length - 8;
+        if ((v & ((1UL << shift) - 1)) != 0) return null;
+        int m = (int)(v >> shift) - 128;
+        int e = shift + 86;
+        return (ushort)((raw < 0 ? 0x8000 : 0) | (e << 7) | m);
+    }
     public static long F16ToQ48(ushort bits) => Convert(bits, 5, 10, "f16");
     public static long F32ToQ48(uint bits) => Convert(bits, 8, 23, "f32");
 
@@ -109,6 +134,12 @@ public static class ExactConversion
                     break;
                 case TensorDtype.F32:
                     for (; i < destination.Length; i++) destination[i] = F32ToQ48(BinaryPrimitives.ReadUInt32LittleEndian(source[(4 * i)..]));
+                    break;
+                case TensorDtype.M8E8:
+                    for (; i < destination.Length; i++) destination[i] = M8E8ToQ48(BinaryPrimitives.ReadUInt16LittleEndian(source[(2 * i)..]));
+                    break;
+                case TensorDtype.Q48:
+                    for (; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadInt64LittleEndian(source[(8 * i)..]);
                     break;
             }
         }
@@ -141,6 +172,13 @@ public static class ExactConversion
             case TensorDtype.F32:
                 for (int i = 0; i < destination.Length; i++) destination[i] = F32ToDouble(BinaryPrimitives.ReadUInt32LittleEndian(source[(4 * i)..]));
                 break;
+            case TensorDtype.M8E8:
+            case TensorDtype.Q48:
+                // Boundary: integer-encoded weights widen to double through their exact Q16.48 raw.
+                var raws = new long[destination.Length];
+                ToQ48(dtype, source, raws, "(native)");
+                for (int i = 0; i < destination.Length; i++) destination[i] = raws[i] * (1.0 / (1L << FracBits));
+                break;
         }
     }
 
@@ -158,6 +196,8 @@ public static class ExactConversion
             case TensorDtype.F32:
                 for (int i = 0; i < source.Length; i++) BinaryPrimitives.WriteUInt32LittleEndian(destination[(4 * i)..], BitConverter.SingleToUInt32Bits((float)source[i]));
                 break;
+            default:
+                throw new ArgumentException($"{dtype} is an integer encoding: convert through Q16.48 instead", nameof(dtype));
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using GpuIntLab.Core.Formats;
+using GpuIntLab.Core.Tokenization;
 
 namespace GpuIntLab.Core.Models;
 
@@ -25,28 +26,42 @@ public enum LayerWeight
 /// </summary>
 public sealed class LlamaCheckpoint : IDisposable
 {
-    private readonly List<SafetensorsFile> _files;
-    private readonly Dictionary<string, (TensorInfo Info, SafetensorsFile File)> _tensors;
+    private readonly List<ITensorStore> _files;
+    private readonly Dictionary<string, (TensorInfo Info, ITensorStore File)> _tensors;
 
+    /// <summary>The model folder, or the native .q48 file.</summary>
     public string Folder { get; }
     public LlamaConfig Config { get; }
-    public string ConfigPath => Path.Combine(Folder, "config.json");
-    /// <summary>Path of tokenizer.model, or null when the folder has none.</summary>
+    /// <summary>The config.json text as the model ships it.</summary>
+    public string ConfigJson { get; }
+    /// <summary>Path of tokenizer.model, or null when the folder has none (or the model is a native file).</summary>
     public string? TokenizerPath { get; }
+    /// <summary>tokenizer.model bytes embedded in a native file, or null.</summary>
+    public byte[]? TokenizerModel { get; }
+    public bool IsNative { get; }
 
-    private LlamaCheckpoint(string folder, LlamaConfig config, List<SafetensorsFile> files)
+    private LlamaCheckpoint(string folder, LlamaConfig config, string configJson, List<ITensorStore> files, byte[]? embeddedTokenizer = null)
     {
         Folder = folder;
         Config = config;
+        ConfigJson = configJson;
         _files = files;
-        _tensors = new Dictionary<string, (TensorInfo, SafetensorsFile)>(StringComparer.Ordinal);
+        _tensors = new Dictionary<string, (TensorInfo, ITensorStore)>(StringComparer.Ordinal);
         foreach (var f in files)
             foreach (var t in f.Tensors.Values)
                 if (!_tensors.TryAdd(t.Name, (t, f)))
                     throw new ModelLoadException($"{f.Path}: tensor '{t.Name}' also appears in {_tensors[t.Name].File.Path}");
+        IsNative = files.Count == 1 && files[0] is NativeModelFile;
+        TokenizerModel = embeddedTokenizer;
         string tok = Path.Combine(folder, "tokenizer.model");
-        TokenizerPath = File.Exists(tok) ? tok : null;
+        TokenizerPath = !IsNative && File.Exists(tok) ? tok : null;
     }
+
+    /// <summary>The model's tokenizer (tokenizer.model beside the weights, or embedded in a native file), or null.</summary>
+    public LlamaTokenizer? LoadTokenizer() =>
+        TokenizerPath != null ? LlamaTokenizer.Load(TokenizerPath)
+        : TokenizerModel != null ? LlamaTokenizer.FromBytes(TokenizerModel, sourceName: Folder + " (embedded tokenizer.model)")
+        : null;
 
     public static string LayerTensorName(int layer, LayerWeight w) => $"model.layers.{layer}." + w switch
     {
@@ -89,18 +104,32 @@ public sealed class LlamaCheckpoint : IDisposable
         if (includeLmHead) yield return (LmHeadName, [c.VocabSize, c.HiddenSize]);
     }
 
+    /// <summary>Opens an HF model folder or a native .q48 file.</summary>
     public static LlamaCheckpoint Open(string folder)
     {
         if (string.IsNullOrWhiteSpace(folder)) throw new ModelLoadException("model folder not given");
-        if (File.Exists(folder)) throw new ModelLoadException($"{folder}: expected a model folder (config.json + *.safetensors), got a file");
+        if (File.Exists(folder))
+        {
+            if (!NativeModelFile.IsNativeFile(folder))
+                throw new ModelLoadException($"{folder}: expected a model folder (config.json + *.safetensors) or a native .q48 file, got another kind of file");
+            var native = NativeModelFile.Open(folder);
+            try
+            {
+                var nativeCheckpoint = new LlamaCheckpoint(folder, LlamaConfig.Parse(native.ConfigJson, folder + " (embedded config.json)"), native.ConfigJson, [native], native.TokenizerModel);
+                nativeCheckpoint.Validate();
+                return nativeCheckpoint;
+            }
+            catch { native.Dispose(); throw; }
+        }
         if (!Directory.Exists(folder)) throw new ModelLoadException($"{folder}: model folder not found");
-        var config = LlamaConfig.Load(Path.Combine(folder, "config.json"));
+        string configPath = Path.Combine(folder, "config.json");
+        var config = LlamaConfig.Load(configPath);
 
-        var files = new List<SafetensorsFile>();
+        var files = new List<ITensorStore>();
         try
         {
             foreach (var path in ShardPaths(folder)) files.Add(SafetensorsFile.Open(path));
-            var checkpoint = new LlamaCheckpoint(folder, config, files);
+            var checkpoint = new LlamaCheckpoint(folder, config, File.ReadAllText(configPath), files);
             checkpoint.Validate();
             return checkpoint;
         }

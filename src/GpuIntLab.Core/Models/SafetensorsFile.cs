@@ -17,7 +17,7 @@ public sealed record TensorInfo(string Name, TensorDtype Dtype, int[] Shape, lon
 /// tensor bytes are served straight from the mapping. Every structural problem is reported as a
 /// <see cref="ModelLoadException"/> naming the file.
 /// </summary>
-public sealed unsafe class SafetensorsFile : IDisposable
+public sealed unsafe class SafetensorsFile : ITensorStore
 {
     private const long MaxHeaderBytes = 100L * 1024 * 1024;
     private readonly MemoryMappedFile? _map;
