@@ -1,0 +1,98 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Runtime.Intrinsics;
+using System.Text.Json;
+using GpuIntLab.Core.Models;
+using GpuIntLab.Experiments;
+using GpuIntLab.Oracle;
+
+namespace GpuIntLab.Cli.Commands;
+
+/// <summary>
+/// <c>gpuintlab bench-oracle</c>: the oracle's decode speed against this machine's memory-bandwidth roofline,
+/// measured in the same run: a streaming read of a large buffer gives the bandwidth; the weight bytes the
+/// oracle reads per token divided by it give the roofline tokens/sec.
+/// </summary>
+public static class BenchOracleCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Model folder or .q48 file", Required = true };
+        var tokens = new Option<int>("--tokens") { Description = "Decode steps to time", DefaultValueFactory = _ => 8 };
+        var threads = new Option<string>("--threads") { Description = "Comma-separated thread counts to measure", DefaultValueFactory = _ => $"1,{Environment.ProcessorCount}" };
+        var json = new Option<string?>("--json-out") { Description = "Also write the measurements as JSON here" };
+        var command = new Command("bench-oracle", "Measure oracle decode tokens/sec, the machine's read bandwidth, the roofline ratio and peak memory.")
+        {
+            model, tokens, threads, json,
+        };
+        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(tokens), parse.GetValue(threads)!, parse.GetValue(json)));
+        return command;
+    }
+
+    /// <summary>Best-of-5 single-pass sum of a 1 GiB buffer with all cores, in GB/s.</summary>
+    public static double MeasureReadBandwidth(int threads)
+    {
+        const long bytes = 1L << 30;
+        var buffer = GC.AllocateUninitializedArray<ulong>((int)(bytes / 8));
+        Parallel.For(0, threads, t => { long n = buffer.Length; for (long i = n * t / threads; i < n * (t + 1) / threads; i++) buffer[i] = (ulong)i; });
+        double best = 0;
+        for (int rep = 0; rep < 5; rep++)
+        {
+            var clock = Stopwatch.StartNew();
+            var partial = new ulong[threads];
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            {
+                int start = (int)((long)buffer.Length * t / threads), end = (int)((long)buffer.Length * (t + 1) / threads);
+                var acc = Vector256<ulong>.Zero;
+                var span = buffer.AsSpan(start, end - start);
+                int i = 0;
+                for (; i + 4 <= span.Length; i += 4) acc += Vector256.Create(span[i], span[i + 1], span[i + 2], span[i + 3]);
+                ulong s = Vector256.Sum(acc);
+                for (; i < span.Length; i++) s += span[i];
+                partial[t] = s;
+            });
+            best = Math.Max(best, bytes / clock.Elapsed.TotalSeconds / 1e9);
+            GC.KeepAlive(partial);
+        }
+        return best;
+    }
+
+    private static int Run(string modelPath, int tokens, string threadList, string? jsonOut)
+    {
+        var threadCounts = threadList.Split(',').Select(t => int.TryParse(t, out int n) && n > 0 ? n : throw new UserInputException($"--threads: '{t}' is not a positive integer")).ToArray();
+        using var checkpoint = LlamaCheckpoint.Open(modelPath);
+        var c = checkpoint.Config;
+        long weightBytes = checkpoint.AllTensors.Where(t => t.Name != LlamaCheckpoint.EmbeddingName || checkpoint.LmHead.Name == t.Name)
+            .Sum(t => t.ByteLength);
+        Console.WriteLine($"model: {modelPath} ({c.ParameterCount / 1e6:F0}M parameters, {weightBytes / 1e9:F2} GB of weights read per token, embeddings excluded)");
+        double bandwidth = MeasureReadBandwidth(Environment.ProcessorCount);
+        double roofline = bandwidth * 1e9 / weightBytes;
+        Console.WriteLine($"read bandwidth ({Environment.ProcessorCount} threads, best of 5 x 1 GiB): {bandwidth:F1} GB/s -> roofline {roofline:F2} tok/s");
+        var results = new List<Dictionary<string, object>>();
+        foreach (int t in threadCounts)
+        {
+            using var oracle = new OracleEngine(checkpoint, t);
+            oracle.DecodeRaw(1); // warm-up step (position 0)
+            var clock = Stopwatch.StartNew();
+            int next = 1;
+            for (int i = 0; i < tokens; i++) next = DeterminismGate.ArgMax(oracle.DecodeRaw(next));
+            double rate = tokens / clock.Elapsed.TotalSeconds;
+            Console.WriteLine($"oracle decode, {t} thread(s): {rate:F3} tok/s = {100 * rate / roofline:F1}% of the roofline ({rate * weightBytes / 1e9:F1} GB/s of weights)");
+            results.Add(new() { ["threads"] = t, ["decode_tokens_per_sec"] = rate, ["roofline_fraction"] = rate / roofline });
+        }
+        long peak = Process.GetCurrentProcess().PeakWorkingSet64;
+        long onDisk = checkpoint.IsNative ? new FileInfo(modelPath).Length : Directory.GetFiles(modelPath, "*.safetensors").Sum(f => new FileInfo(f).Length);
+        Console.WriteLine($"peak working set: {peak / 1e9:F2} GB ({(double)peak / onDisk:F2}x the {onDisk / 1e9:F2} GB checkpoint; includes the 1 GiB bandwidth buffer if not yet collected)");
+        if (jsonOut != null)
+        {
+            var env = RunEnvironment.Capture(Directory.GetCurrentDirectory());
+            File.WriteAllText(jsonOut, JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["model"] = modelPath, ["parameters"] = c.ParameterCount, ["weight_bytes_per_token"] = weightBytes,
+                ["read_bandwidth_gbps"] = bandwidth, ["roofline_tokens_per_sec"] = roofline, ["runs"] = results,
+                ["peak_working_set_bytes"] = peak, ["checkpoint_bytes"] = onDisk, ["environment"] = env,
+            }, new JsonSerializerOptions { WriteIndented = true }));
+        }
+        return 0;
+    }
+}
