@@ -12,6 +12,7 @@ public static class BackendCatalog
     [
         new OracleProvider(),
         new ReferenceProvider(),
+        .. Cuda.CudaProvider.All,
     ];
 
     public static IEngineProvider? Find(string name) => All.FirstOrDefault(p => p.Name == name);

@@ -1,0 +1,224 @@
+using System.Runtime.InteropServices;
+using GpuIntLab.Backends.Cuda.Interop;
+using GpuIntLab.Core.Inference;
+
+namespace GpuIntLab.Backends.Cuda;
+
+/// <summary>
+/// Process-wide CUDA state: the bound driver and NVRTC (loaded once), and whether a device is usable.
+/// "No GPU" has two forms (DESIGN §5): the driver library is missing, or it loads and cuInit fails
+/// (CUDA_ERROR_NO_DEVICE = 100); both become an <see cref="Availability"/> with the reason, never a crash.
+/// </summary>
+public static class CudaRuntime
+{
+    private static readonly Lazy<(CudaDriver? Driver, Nvrtc? Nvrtc, Availability Availability)> s_state =
+        new(() => Probe(CudaDriver.DefaultCandidates(), Nvrtc.DefaultCandidates()));
+
+    public static Availability Availability => s_state.Value.Availability;
+
+    /// <summary>Compute capability of device 0 as major*10+minor (0 when unavailable).</summary>
+    public static int ComputeCapability => s_cc.Value;
+    private static readonly Lazy<int> s_cc = new(() =>
+    {
+        if (!Availability.IsAvailable) return 0;
+        var d = Driver; int dev = d.DeviceGet(0);
+        return 10 * d.DeviceAttribute(dev, CudaDriver.AttrComputeCapabilityMajor) + d.DeviceAttribute(dev, CudaDriver.AttrComputeCapabilityMinor);
+    });
+    internal static CudaDriver Driver => s_state.Value.Driver ?? throw new CudaUnavailableException(Availability.Reason);
+    internal static Nvrtc Nvrtc => s_state.Value.Nvrtc ?? throw new CudaUnavailableException(Availability.Reason);
+
+    /// <summary>Binds the driver and NVRTC from the candidate lists and classifies what is missing.</summary>
+    public static (CudaDriver? Driver, Nvrtc? Nvrtc, Availability Availability) Probe(IEnumerable<string> driverCandidates, IEnumerable<string> nvrtcCandidates)
+    {
+        var driver = CudaDriver.TryLoad(driverCandidates, out string driverReason);
+        if (driver is null) return (null, null, Availability.No("unavailable: " + driverReason));
+        var availability = ProbeDevice(driver);
+        if (!availability.IsAvailable) return (driver, null, availability);
+        var nvrtc = Nvrtc.TryLoad(nvrtcCandidates, out string nvrtcReason);
+        if (nvrtc is null) return (driver, null, Availability.No("unavailable: " + nvrtcReason));
+        var (maj, min) = nvrtc.Version();
+        return (driver, nvrtc, Availability.Yes($"{availability.Reason}; NVRTC {maj}.{min} ({nvrtc.Source})"));
+    }
+
+    /// <summary>cuInit and device 0, on an already bound driver (a stub in tests).</summary>
+    public static Availability ProbeDevice(CudaDriver driver)
+    {
+        int rc = driver.InitRaw();
+        if (rc != CudaDriver.CUDA_SUCCESS)
+            return Availability.No($"unavailable: no CUDA driver: cuInit failed: {driver.ErrorName(rc)} ({rc}): {driver.ErrorString(rc)} ({driver.Source})");
+        try
+        {
+            if (driver.DeviceCount() == 0) return Availability.No("unavailable: no CUDA device (cuDeviceGetCount = 0)");
+            int dev = driver.DeviceGet(0);
+            int major = driver.DeviceAttribute(dev, CudaDriver.AttrComputeCapabilityMajor);
+            int minor = driver.DeviceAttribute(dev, CudaDriver.AttrComputeCapabilityMinor);
+            return Availability.Yes($"{driver.DeviceName(dev)} (sm_{major}{minor}), driver {driver.DriverVersion()}");
+        }
+        catch (CudaException e) { return Availability.No("unavailable: " + e.Message); }
+    }
+}
+
+/// <summary>
+/// One device, its primary context and one non-blocking stream; compiles kernels/*.cu with NVRTC for the
+/// device's compute capability and launches them. All work of an engine goes through one stream, so a
+/// decode step can be captured as a CUDA graph.
+/// </summary>
+public sealed unsafe class CudaDevice : IDisposable
+{
+    private readonly CudaDriver _d;
+    private readonly int _device;
+    private readonly List<ulong> _allocations = [];
+    private readonly List<IntPtr> _modules = [];
+    private bool _disposed;
+
+    public IntPtr Stream { get; }
+    public string Name { get; }
+    public int ComputeCapability { get; }   // e.g. 90
+    public int MultiprocessorCount { get; }
+    public CudaDriver Driver => _d;
+
+    public CudaDevice(int ordinal = 0)
+    {
+        var a = CudaRuntime.Availability;
+        if (!a.IsAvailable) throw new CudaUnavailableException(a.Reason);
+        _d = CudaRuntime.Driver;
+        _d.Init();
+        _device = _d.DeviceGet(ordinal);
+        Name = _d.DeviceName(_device);
+        ComputeCapability = 10 * _d.DeviceAttribute(_device, CudaDriver.AttrComputeCapabilityMajor) + _d.DeviceAttribute(_device, CudaDriver.AttrComputeCapabilityMinor);
+        MultiprocessorCount = _d.DeviceAttribute(_device, CudaDriver.AttrMultiprocessorCount);
+        _context = _d.PrimaryCtxRetain(_device);
+        _d.CtxSetCurrent(_context);
+        Stream = _d.StreamCreate();
+    }
+
+    private readonly IntPtr _context;
+
+    /// <summary>Makes this device's context current on the calling thread (engines call it at every entry).</summary>
+    public void MakeCurrent() => _d.CtxSetCurrent(_context);
+
+    /// <summary>Compiles kernels/<paramref name="file"/> (with common.cuh and q48_math.cuh as in-memory headers) for this device.</summary>
+    public CudaModule Compile(string file)
+    {
+        var output = KernelSources.Compile(CudaRuntime.Nvrtc, file, ComputeCapability);
+        var module = _d.ModuleLoadData(output.IsCubin ? output.Image : [.. output.Image, 0]);
+        _modules.Add(module);
+        return new CudaModule(this, module, file, output);
+    }
+
+    public ulong Alloc(ulong bytes) { var p = _d.MemAlloc(bytes); _allocations.Add(p); return p; }
+
+    public ulong Upload<T>(ReadOnlySpan<T> data) where T : unmanaged
+    {
+        ulong bytes = (ulong)data.Length * (ulong)sizeof(T);
+        var p = Alloc(bytes);
+        Write(p, data);
+        return p;
+    }
+
+    public void Write<T>(ulong dst, ReadOnlySpan<T> data) where T : unmanaged
+    {
+        fixed (T* src = data) _d.MemcpyHtoDAsync(dst, src, (ulong)data.Length * (ulong)sizeof(T), Stream);
+        _d.StreamSynchronize(Stream); // pageable source: keep it alive until the copy is done
+    }
+
+    public void Read<T>(ulong src, Span<T> data) where T : unmanaged
+    {
+        fixed (T* dst = data) _d.MemcpyDtoHAsync(dst, src, (ulong)data.Length * (ulong)sizeof(T), Stream);
+        _d.StreamSynchronize(Stream);
+    }
+
+    public T[] Read<T>(ulong src, int count) where T : unmanaged { var a = new T[count]; Read<T>(src, a); return a; }
+
+    public void Fill(ulong dst, byte value, ulong bytes) => _d.MemsetD8Async(dst, value, bytes, Stream);
+    public void CopyDeviceToDevice(ulong dst, ulong src, ulong bytes) => _d.MemcpyDtoDAsync(dst, src, bytes, Stream);
+    public void Synchronize() => _d.StreamSynchronize(Stream);
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        try
+        {
+            _d.StreamSynchronize(Stream);
+            foreach (var p in _allocations) _d.MemFree(p);
+            foreach (var m in _modules) _d.ModuleUnload(m);
+            _d.StreamDestroy(Stream);
+            _d.PrimaryCtxRelease(_device); // the retain in the constructor
+        }
+        catch (CudaException) { /* teardown after a device error: nothing more to do */ }
+    }
+}
+
+/// <summary>A loaded module: kernel lookup by name and launches with typed arguments.</summary>
+public sealed unsafe class CudaModule(CudaDevice device, IntPtr module, string file, NvrtcOutput compiled)
+{
+    private readonly Dictionary<string, IntPtr> _functions = [];
+    public string File => file;
+    public NvrtcOutput Compiled => compiled;
+
+    public IntPtr Function(string name)
+    {
+        if (!_functions.TryGetValue(name, out var f)) _functions[name] = f = device.Driver.ModuleGetFunction(module, name);
+        return f;
+    }
+
+    /// <summary>Launches <paramref name="name"/>; each argument is an int, long, float, ulong (device pointer) or IntPtr.</summary>
+    public void Launch(string name, (uint X, uint Y) grid, uint block, uint sharedBytes, params object[] args)
+    {
+        var f = Function(name);
+        // Marshal each argument into an 8-byte slot; the driver reads sizeof(param) bytes from each.
+        ulong* slots = stackalloc ulong[args.Length];
+        void** ptrs = stackalloc void*[args.Length];
+        for (int i = 0; i < args.Length; i++)
+        {
+            slots[i] = 0;
+            switch (args[i])
+            {
+                case int v: *(int*)&slots[i] = v; break;
+                case uint v: *(uint*)&slots[i] = v; break;
+                case long v: *(long*)&slots[i] = v; break;
+                case ulong v: slots[i] = v; break;
+                case float v: *(float*)&slots[i] = v; break;
+                case IntPtr v: *(IntPtr*)&slots[i] = v; break;
+                default: throw new ArgumentException($"{name}: unsupported kernel argument type {args[i]?.GetType().Name}");
+            }
+            ptrs[i] = &slots[i];
+        }
+        device.Driver.LaunchKernel(f, Math.Max(1, grid.X), Math.Max(1, grid.Y), 1, block, 1, 1, sharedBytes, device.Stream, ptrs, $"{file}:{name}");
+    }
+}
+
+/// <summary>Finds kernels/*.cu at run time and compiles them with NVRTC.</summary>
+public static class KernelSources
+{
+    public static readonly string[] Headers = ["common.cuh", "q48_math.cuh"];
+
+    /// <summary>kernels/ beside the assembly (copied by the Backends project), or GPUINTLAB_KERNELS.</summary>
+    public static string Directory
+    {
+        get
+        {
+            var env = Environment.GetEnvironmentVariable("GPUINTLAB_KERNELS");
+            if (!string.IsNullOrEmpty(env)) return env;
+            return Path.Combine(AppContext.BaseDirectory, "kernels");
+        }
+    }
+
+    public static string Read(string file)
+    {
+        string path = Path.Combine(Directory, file);
+        if (!System.IO.File.Exists(path)) throw new FileNotFoundException($"CUDA kernel source not found: {path} (kernels/*.cu are copied to the output folder's kernels/)", path);
+        return System.IO.File.ReadAllText(path);
+    }
+
+    /// <summary>NVRTC options: the device's real arch (CUBIN), C++17, no fast math (IEEE division and rounding kept).</summary>
+    public static IReadOnlyList<string> Options(int computeCapability) =>
+        [$"--gpu-arch=sm_{computeCapability}", "--std=c++17", "-default-device", "--fmad=false"];
+
+    public static NvrtcOutput Compile(Nvrtc nvrtc, string file, int computeCapability)
+    {
+        var headers = Headers.ToDictionary(h => h, Read);
+        return nvrtc.Compile(Read(file), file, headers, Options(computeCapability));
+    }
+}
