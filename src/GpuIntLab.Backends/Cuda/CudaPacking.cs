@@ -1,4 +1,3 @@
-using System.Reflection;
 using System.Runtime.InteropServices;
 using GpuIntLab.Core.FixedPoint;
 using GpuIntLab.Core.Formats;
@@ -49,17 +48,14 @@ public static class CudaPacking
     /// <summary>
     /// The exp tables of GpuIntLab.Core.FixedPoint.Q48Constants in the layout of q48_math.cuh: Pow2Frac[256]
     /// and ExpCoef[9] as (lo, hi) u64 pairs, ExpStepQ110 as a pair, ExpInvStepQ54. Read from the C# library's own
-    /// arrays (internal to Core, hence reflection) so the device uses exactly the oracle's constants.
+    /// arrays (Core grants this assembly its internals) so the device uses exactly the oracle's constants.
     /// </summary>
     public static ulong[] Q48Tables()
     {
-        var type = typeof(Q48).Assembly.GetType("GpuIntLab.Core.FixedPoint.Q48Constants", throwOnError: true)!;
-        object Field(string name) => type.GetField(name, BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static)?.GetValue(null)
-            ?? throw new MissingFieldException(type.FullName, name);
-        var pow2 = (UInt128[])Field("Pow2Frac");
-        var coef = (UInt128[])Field("ExpCoef");
-        var step = (Int128)Field("ExpStepQ110");
-        var invStep = (long)Field("ExpInvStepQ54");
+        var pow2 = Q48Constants.Pow2Frac;
+        var coef = InverseFactorialsQ126(8);
+        var step = Q48Constants.ExpStepQ110;
+        var invStep = Q48Constants.ExpInvStepQ54;
         if (pow2.Length != 256 || coef.Length != 9) throw new InvalidOperationException($"unexpected Q48 table sizes {pow2.Length}, {coef.Length}");
         var t = new ulong[Q48TableWords];
         for (int i = 0; i < 256; i++) { t[2 * i] = (ulong)pow2[i]; t[2 * i + 1] = (ulong)(pow2[i] >> 64); }
@@ -67,6 +63,25 @@ public static class CudaPacking
         t[530] = (ulong)step; t[531] = (ulong)((UInt128)step >> 64);
         t[532] = (ulong)invStep;
         return t;
+    }
+
+    /// <summary>
+    /// 1/k! in Q2.126, rounded to nearest: the Taylor coefficients q48_math.cuh's exp uses. (The C# library's
+    /// exp has since moved to a shorter tail polynomial; both are correctly rounded, 0 ulp from the BigInteger
+    /// reference on every sweep point, so they agree except within ~2^-24 ulp of a rounding tie.)
+    /// </summary>
+    internal static UInt128[] InverseFactorialsQ126(int maxK)
+    {
+        var c = new UInt128[maxK + 1];
+        var factorial = System.Numerics.BigInteger.One;
+        for (int k = 0; k <= maxK; k++)
+        {
+            if (k > 0) factorial *= k;
+            var q = System.Numerics.BigInteger.DivRem(System.Numerics.BigInteger.One << 126, factorial, out var r);
+            if (2 * r >= factorial) q += 1;
+            c[k] = (UInt128)q;
+        }
+        return c;
     }
 
     /// <summary>RoPE cos/sin as float32 [maxPos, headDim/2] from float64 (theta^(-2i/d) * pos), each rounded once.</summary>

@@ -1,4 +1,3 @@
-using System.Reflection;
 using System.Runtime.InteropServices;
 using GpuIntLab.Backends.Cuda;
 using GpuIntLab.Core.FixedPoint;
@@ -66,11 +65,16 @@ public class CudaPackingTests
     {
         var t = CudaPacking.Q48Tables();
         Assert.Equal(CudaPacking.Q48TableWords, t.Length);
-        var type = typeof(Q48).Assembly.GetType("GpuIntLab.Core.FixedPoint.Q48Constants")!;
-        var pow2 = (UInt128[])type.GetField("Pow2Frac", BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static)!.GetValue(null)!;
+        var pow2 = Q48Constants.Pow2Frac;
         for (int i = 0; i < 256; i++) Assert.Equal(pow2[i], new UInt128(t[2 * i + 1], t[2 * i]));
-        var coef = (UInt128[])type.GetField("ExpCoef", BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static)!.GetValue(null)!;
-        for (int k = 0; k < 9; k++) Assert.Equal(coef[k], new UInt128(t[512 + 2 * k + 1], t[512 + 2 * k]));
+        // 1/k! in Q2.126 from an independent BigInteger division.
+        for (int k = 0; k < 9; k++)
+        {
+            var f = System.Numerics.BigInteger.One;
+            for (int j = 2; j <= k; j++) f *= j;
+            var expected = System.Numerics.BigInteger.Divide((System.Numerics.BigInteger.One << 127) + f, 2 * f);
+            Assert.Equal((UInt128)expected, new UInt128(t[512 + 2 * k + 1], t[512 + 2 * k]));
+        }
     }
 
     [Fact]
