@@ -83,19 +83,41 @@ internal sealed unsafe class ExactMatrix
     /// <summary>Exact sum over the row of weight * x, as a Q32.96 128-bit integer.</summary>
     public Int128 DotRow(int row, ReadOnlySpan<long> x)
     {
-        ulong lo = 0; long hi = 0;
+        if (x.Length != Cols) throw new ArgumentException($"{Name}: dot of a {Cols}-column row with {x.Length} values");
+        fixed (long* px = x) return DotRow(row, px);
+    }
+
+    /// <summary>
+    /// The hot loop: two independent (hi, lo) accumulator pairs so the add-with-carry chains overlap;
+    /// integer addition is associative, so the split changes no bit of the result.
+    /// </summary>
+    private Int128 DotRow(int row, long* x)
+    {
+        ulong lo0 = 0, lo1 = 0; long hi0 = 0, hi1 = 0;
+        int n = Cols, i = 0;
         if (_converted != null)
         {
-            var w = _converted.AsSpan(row * Cols, Cols);
-            for (int i = 0; i < w.Length; i++) Accumulate(ref hi, ref lo, w[i], x[i]);
+            fixed (long* w0 = _converted)
+            {
+                long* w = w0 + (long)row * n;
+                for (; i + 2 <= n; i += 2) { Accumulate(ref hi0, ref lo0, w[i], x[i]); Accumulate(ref hi1, ref lo1, w[i + 1], x[i + 1]); }
+                for (; i < n; i++) Accumulate(ref hi0, ref lo0, w[i], x[i]);
+            }
         }
         else
         {
-            var bits = new ReadOnlySpan<ushort>(_data + (long)row * Cols * 2, Cols);
-            var table = _table!;
-            for (int i = 0; i < bits.Length; i++) Accumulate(ref hi, ref lo, table[bits[i]], x[i]);
+            ushort* bits = (ushort*)_data + (long)row * n;
+            fixed (long* table = _table)
+            {
+                for (; i + 2 <= n; i += 2)
+                {
+                    Accumulate(ref hi0, ref lo0, table[bits[i]], x[i]);
+                    Accumulate(ref hi1, ref lo1, table[bits[i + 1]], x[i + 1]);
+                }
+                for (; i < n; i++) Accumulate(ref hi0, ref lo0, table[bits[i]], x[i]);
+            }
         }
-        return new Int128((ulong)hi, lo);
+        return new Int128((ulong)hi0, lo0) + new Int128((ulong)hi1, lo1);
     }
 
     /// <summary>(hi:lo) += a * b, exactly, as 128-bit two's complement.</summary>
@@ -111,20 +133,29 @@ internal sealed unsafe class ExactMatrix
     /// <summary>output[r] = round(W[r,:] . x) for every row, rows split over threads (bit-identical for any split).</summary>
     public void MatVec(Span<long> output, long[] x, int threads)
     {
-        if (output.Length != Rows || x.Length != Cols) throw new ArgumentException($"{Name}: matvec shape mismatch");
-        if (threads <= 1 || (long)Rows * Cols < 1 << 16)
+        if (output.Length != Rows) throw new ArgumentException($"{Name}: matvec output has {output.Length} rows, expected {Rows}");
+        fixed (long* py = output) MatMul(py, x, 1, threads);
+    }
+
+    /// <summary>
+    /// y[t, r] = round(W[r,:] . x[t,:]) for a batch of <paramref name="tokens"/> rows of x ([tokens, Cols]);
+    /// each weight row is read once for the whole batch (prefill). Rows are split over threads.
+    /// </summary>
+    public void MatMul(long* y, long[] x, int tokens, int threads)
+    {
+        if (x.Length < (long)tokens * Cols) throw new ArgumentException($"{Name}: matmul input holds {x.Length} values, needs {tokens} x {Cols}");
+        int rows = Rows;
+        void Range(int start, int end)
         {
-            for (int r = 0; r < Rows; r++) output[r] = Round(r, DotRow(r, x));
-            return;
+            fixed (long* px = x)
+                for (int r = start; r < end; r++)
+                    for (int t = 0; t < tokens; t++)
+                        y[(long)t * rows + r] = Round(r, DotRow(r, px + (long)t * Cols));
         }
-        var result = new long[Rows];
-        int parts = Math.Min(threads * 4, Rows);
+        if (threads <= 1 || (long)rows * Cols * tokens < 1 << 16) { Range(0, rows); return; }
+        int parts = Math.Min(threads, rows);
         Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, part =>
-        {
-            int start = (int)((long)Rows * part / parts), end = (int)((long)Rows * (part + 1) / parts);
-            for (int r = start; r < end; r++) result[r] = Round(r, DotRow(r, x));
-        });
-        result.CopyTo(output);
+            Range((int)((long)rows * part / parts), (int)((long)rows * (part + 1) / parts)));
     }
 
     private long Round(int row, Int128 dot)
