@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 
 namespace GpuIntLab.Training;
@@ -25,6 +26,7 @@ public sealed class AdamW<T> where T : unmanaged, IFloatingPointIeee754<T>
         _v = new T[parameterCount];
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Step(T[] parameters, T[] grads, double lr)
     {
         StepCount++;
@@ -52,6 +54,7 @@ public sealed class AdamW<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>Scales the gradient so its global L2 norm is at most maxNorm; returns the norm before clipping.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static double ClipGlobalNorm(T[] grads, double maxNorm)
     {
         double sum = 0;

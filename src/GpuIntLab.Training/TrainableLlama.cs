@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 using GpuIntLab.Core.Models;
 
@@ -81,6 +82,7 @@ public sealed class TrainableLlama<T> where T : unmanaged, IFloatingPointIeee754
     /// write into the residual stream (o_proj, down_proj) scaled by 1/sqrt(2·layers) (GPT-2 style).
     /// Each tensor draws from its own stream derived from the seed and its index.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Initialize(ulong seed, double std = 0.02)
     {
         for (int ti = 0; ti < Tensors.Count; ti++)
@@ -134,6 +136,7 @@ public sealed class TrainableLlama<T> where T : unmanaged, IFloatingPointIeee754
     /// <see cref="Grads"/> (overwritten). <paramref name="tokens"/> holds <paramref name="batch"/> rows of
     /// <paramref name="seq"/>+1 ids: inputs are a row's first <paramref name="seq"/>, targets its last.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public double Loss(int[] tokens, int batch, int seq, bool backward)
     {
         if (tokens.Length != batch * (seq + 1)) throw new ArgumentException("tokens must hold batch × (seq + 1) ids");
@@ -231,6 +234,7 @@ public sealed class TrainableLlama<T> where T : unmanaged, IFloatingPointIeee754
         return ws;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Backward(int[] tokens, Workspace ws, int stride)
     {
         var c = Config;
@@ -276,6 +280,7 @@ public sealed class TrainableLlama<T> where T : unmanaged, IFloatingPointIeee754
     }
 
     /// <summary>y = x·Wᵀ backward: dW += dyᵀ·x (into Grads at wOff), dx (+)= dy·W.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LinearBackward(Workspace ws, T[] x, int inDim, T[] dy, int outDim, int wOff, T[] dx, bool accumulateDx)
     {
         int N = ws.N;
@@ -286,14 +291,17 @@ public sealed class TrainableLlama<T> where T : unmanaged, IFloatingPointIeee754
         Kernels<T>.MatMulNT(dy, 0, N, ws.TW, 0, inDim, outDim, dx, 0, accumulateDx);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static T Silu(T g) => g / (T.One + T.Exp(-g));
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Add(T[] a, T[] b, T[] dst, int len)
     {
         for (int i = 0; i < len; i++) dst[i] = a[i] + b[i];
     }
 
     /// <summary>y = x · r · w with r = 1/sqrt(mean(x²) + eps); keeps r per row for the backward pass.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RmsNorm(T[] x, int N, int wOff, T[] y, T[] r)
     {
         int D = Config.HiddenSize;
@@ -309,6 +317,7 @@ public sealed class TrainableLlama<T> where T : unmanaged, IFloatingPointIeee754
     }
 
     /// <summary>dx (+)= r·w·dy − x·r³/D·Σ(dy·w·x); dw += Σ_rows dy·x·r.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RmsNormBackward(T[] x, int N, T[] r, int wOff, T[] dy, T[] dx, bool accumulate)
     {
         int D = Config.HiddenSize;
@@ -337,6 +346,7 @@ public sealed class TrainableLlama<T> where T : unmanaged, IFloatingPointIeee754
     }
 
     /// <summary>Rotate-half RoPE on every head of [N, heads·headDim]; inverse applies the transpose rotation (for gradients).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Rope(T[] a, int N, int seq, int heads, bool inverse)
     {
         int hd = Config.HeadDim, half = hd / 2, width = heads * hd;
@@ -358,6 +368,7 @@ public sealed class TrainableLlama<T> where T : unmanaged, IFloatingPointIeee754
     }
 
     /// <summary>Causal softmax attention; query head h reads key/value head h / (heads / kvHeads).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Attention(Workspace ws, int l)
     {
         var c = Config;
@@ -393,6 +404,7 @@ public sealed class TrainableLlama<T> where T : unmanaged, IFloatingPointIeee754
     }
 
     /// <summary>Backward of <see cref="Attention"/>, per (batch row, kv head) so shared dK/dV are summed by one thread.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void AttentionBackward(Workspace ws, int l)
     {
         var c = Config;
