@@ -96,6 +96,8 @@ public static class TrainingRun
         sb.AppendLine(command);
         sb.AppendLine("```");
         sb.AppendLine();
+        sb.AppendLine("From a checkout: `dotnet run --project src/GpuIntLab.Cli -c Release -- train` followed by the same options. No download: the corpus, the tokenizer and the weights all come from the seed.");
+        sb.AppendLine();
         sb.AppendLine($"- Trainer: `src/GpuIntLab.Training` (float32 on the CPU, hand-written backward pass, AdamW), fully seeded: the same options give the same weights, whatever the thread count.");
         if (r.StopReason.StartsWith("time budget", StringComparison.Ordinal))
             sb.AppendLine($"- The time budget ended the run, so the step count depended on the machine's speed; `--time-budget 0 --max-steps {r.StepsDone}` with the options above replays it exactly.");
