@@ -26,7 +26,6 @@ public sealed class OracleEngine : IInferenceEngine
     private readonly KvCache<long> _cache;
     private readonly int _threads;
 
-    private readonly long[] _x, _xb, _q, _k, _v, _attention, _hb, _hb2, _scores, _probabilities;
 
     public EngineInfo Info { get; }
     public LlamaConfig Config => _c;
@@ -57,10 +56,6 @@ public sealed class OracleEngine : IInferenceEngine
         _attentionScale = Q48.Rsqrt(Q48.FromInt(_c.HeadDim));
 
         _cache = new KvCache<long>(_c.NumHiddenLayers, _c.KvDim);
-        _x = new long[_c.HiddenSize]; _xb = new long[_c.HiddenSize]; _q = new long[_c.HiddenSize];
-        _k = new long[_c.KvDim]; _v = new long[_c.KvDim]; _attention = new long[_c.HiddenSize];
-        _hb = new long[_c.IntermediateSize]; _hb2 = new long[_c.IntermediateSize];
-        _scores = new long[_c.MaxPositionEmbeddings]; _probabilities = new long[_c.MaxPositionEmbeddings];
         Info = new EngineInfo("oracle", "Q16.48", "exact", $"cpu ({_threads} thread{(_threads == 1 ? "" : "s")})",
             new Dictionary<string, string>
             {
@@ -76,23 +71,26 @@ public sealed class OracleEngine : IInferenceEngine
     {
         EngineGuards.CheckTokens(_c, tokens, Position);
         if (tokens.Length == 0) throw new ArgumentException("prefill needs at least one token", nameof(tokens));
-        for (int i = 0; i < tokens.Length - 1; i++) Forward(tokens[i], computeLogits: false);
-        Forward(tokens[^1], computeLogits: true);
+        // The prompt goes through in chunks: every weight row is read once per chunk, not once per token.
+        // Exact sums make the result bit-identical to feeding the tokens one at a time.
+        for (int start = 0; start < tokens.Length; start += PrefillChunk)
+        {
+            int count = Math.Min(PrefillChunk, tokens.Length - start);
+            Forward(tokens.Slice(start, count), computeLogits: start + count == tokens.Length);
+        }
         return ToDoubles(LastRawLogits);
     }
 
-    public double[] Decode(int token)
-    {
-        EngineGuards.CheckTokens(_c, [token], Position);
-        Forward(token, computeLogits: true);
-        return ToDoubles(LastRawLogits);
-    }
+    /// <summary>Tokens per prefill chunk (bounds the scratch memory: chunk x intermediate size int64s).</summary>
+    public const int PrefillChunk = 64;
+
+    public double[] Decode(int token) => ToDoubles(DecodeRaw(token));
 
     /// <summary>Decode returning the raw Q16.48 logits (no float64 conversion).</summary>
     public long[] DecodeRaw(int token)
     {
         EngineGuards.CheckTokens(_c, [token], Position);
-        Forward(token, computeLogits: true);
+        Forward([token], computeLogits: true);
         return LastRawLogits;
     }
 
@@ -103,60 +101,97 @@ public sealed class OracleEngine : IInferenceEngine
         return result;
     }
 
-    private void Forward(int token, bool computeLogits)
+    /// <summary>Activations of a run of B tokens, row-major [B, width]; reused across steps of the same B.</summary>
+    private sealed class Scratch(LlamaConfig c, int tokens)
     {
-        int pos = Position;
-        int d = _c.HiddenSize, hd = _c.HeadDim;
-        _cache.EnsureCapacity(pos + 1);
-        _embedding.ReadRow(token, _x);
-        Span<ulong> accLo = stackalloc ulong[hd];
-        Span<long> accHi = stackalloc long[hd];
+        public readonly int Tokens = tokens;
+        public readonly long[] X = new long[tokens * c.HiddenSize], Xb = new long[tokens * c.HiddenSize];
+        public readonly long[] Q = new long[tokens * c.HiddenSize], Attention = new long[tokens * c.HiddenSize];
+        public readonly long[] K = new long[tokens * c.KvDim], V = new long[tokens * c.KvDim];
+        public readonly long[] Hb = new long[tokens * c.IntermediateSize], Hb2 = new long[tokens * c.IntermediateSize];
+    }
+
+    private Scratch? _scratch;
+    private long[] _attentionBuffer = new long[256]; // scores and probabilities of one head, grown by doubling
+
+    /// <summary>Runs B tokens at positions Position..Position+B-1 through the model (causal), appending to the KV cache.</summary>
+    private unsafe void Forward(ReadOnlySpan<int> tokens, bool computeLogits)
+    {
+        int pos0 = Position, n = tokens.Length;
+        int d = _c.HiddenSize, hd = _c.HeadDim, kvDim = _c.KvDim;
+        _cache.EnsureCapacity(pos0 + n);
+        var s = _scratch is { } cached && cached.Tokens == n ? cached : (_scratch = new Scratch(_c, n));
+        for (int t = 0; t < n; t++) _embedding.ReadRow(tokens[t], s.X.AsSpan(t * d, d));
 
         for (int l = 0; l < _layers.Length; l++)
         {
             var w = _layers[l];
             // Attention block.
-            RmsNorm(_xb, _x, w.InputNorm);
-            w.Q.MatVec(_q, _xb, _threads); w.K.MatVec(_k, _xb, _threads); w.V.MatVec(_v, _xb, _threads);
-            for (int h = 0; h < _c.NumAttentionHeads; h++) Rope(_q.AsSpan(h * hd, hd), pos);
-            for (int h = 0; h < _c.NumKeyValueHeads; h++) Rope(_k.AsSpan(h * hd, hd), pos);
-            _k.CopyTo(_cache.Key(l, pos)); _v.CopyTo(_cache.Value(l, pos));
-
-            for (int h = 0; h < _c.NumAttentionHeads; h++)
+            for (int t = 0; t < n; t++) RmsNorm(s.Xb.AsSpan(t * d, d), s.X.AsSpan(t * d, d), w.InputNorm);
+            fixed (long* q = s.Q, k = s.K, v = s.V)
             {
-                int kvHead = h / _c.GroupSize; // HF repeat_kv: query head h reads kv head h / group
-                var q = _q.AsSpan(h * hd, hd);
-                var scores = _scores.AsSpan(0, pos + 1);
-                for (int t = 0; t <= pos; t++)
-                    scores[t] = Q48.Mul(Q48.RoundShift(Dot(q, _cache.Key(l, t).Slice(kvHead * hd, hd)), Q48.FracBits), _attentionScale);
-                var p = _probabilities.AsSpan(0, pos + 1);
-                Q48.Softmax(scores, p);
-                // output = sum_t p[t] * v_t, each element one exact 128-bit sum rounded once.
-                accLo.Clear(); accHi.Clear();
-                for (int t = 0; t <= pos; t++)
-                {
-                    var v = _cache.Value(l, t).Slice(kvHead * hd, hd);
-                    for (int i = 0; i < hd; i++) ExactMatrix.Accumulate(ref accHi[i], ref accLo[i], p[t], v[i]);
-                }
-                var output = _attention.AsSpan(h * hd, hd);
-                for (int i = 0; i < hd; i++) output[i] = Q48.RoundShift(new Int128((ulong)accHi[i], accLo[i]), Q48.FracBits);
+                w.Q.MatMul(q, s.Xb, n, _threads); w.K.MatMul(k, s.Xb, n, _threads); w.V.MatMul(v, s.Xb, n, _threads);
             }
-            w.O.MatVec(_xb, _attention, _threads);
-            AddResidual(_x, _xb, l, "attention");
+            for (int t = 0; t < n; t++)
+            {
+                for (int h = 0; h < _c.NumAttentionHeads; h++) Rope(s.Q.AsSpan(t * d + h * hd, hd), pos0 + t);
+                for (int h = 0; h < _c.NumKeyValueHeads; h++) Rope(s.K.AsSpan(t * kvDim + h * hd, hd), pos0 + t);
+                s.K.AsSpan(t * kvDim, kvDim).CopyTo(_cache.Key(l, pos0 + t));
+                s.V.AsSpan(t * kvDim, kvDim).CopyTo(_cache.Value(l, pos0 + t));
+            }
+            // Every (token, head) pair is independent: split them over threads when the context makes it worth it.
+            int pairs = n * _c.NumAttentionHeads;
+            long work = (long)pairs * (pos0 + n) * hd;
+            if (_threads > 1 && work > 1 << 16)
+                Parallel.For(0, pairs, new ParallelOptions { MaxDegreeOfParallelism = _threads }, () => new long[2 * (pos0 + n)],
+                    (pair, _, buffer) => { AttendHead(l, s, pair / _c.NumAttentionHeads, pair % _c.NumAttentionHeads, pos0, buffer); return buffer; }, _ => { });
+            else
+            {
+                if (_attentionBuffer.Length < 2 * (pos0 + n)) _attentionBuffer = new long[Math.Max(2 * (pos0 + n), 2 * _attentionBuffer.Length)];
+                for (int pair = 0; pair < pairs; pair++) AttendHead(l, s, pair / _c.NumAttentionHeads, pair % _c.NumAttentionHeads, pos0, _attentionBuffer);
+            }
+            fixed (long* xb = s.Xb) w.O.MatMul(xb, s.Attention, n, _threads);
+            AddResidual(s.X, s.Xb, l, "attention");
 
             // SwiGLU MLP block.
-            RmsNorm(_xb, _x, w.PostNorm);
-            w.Gate.MatVec(_hb, _xb, _threads); w.Up.MatVec(_hb2, _xb, _threads);
-            for (int i = 0; i < _hb.Length; i++) _hb[i] = Q48.Mul(Q48.Silu(_hb[i]), _hb2[i]);
-            w.Down.MatVec(_xb, _hb, _threads);
-            AddResidual(_x, _xb, l, "mlp");
+            for (int t = 0; t < n; t++) RmsNorm(s.Xb.AsSpan(t * d, d), s.X.AsSpan(t * d, d), w.PostNorm);
+            fixed (long* hb = s.Hb, hb2 = s.Hb2) { w.Gate.MatMul(hb, s.Xb, n, _threads); w.Up.MatMul(hb2, s.Xb, n, _threads); }
+            for (int i = 0; i < s.Hb.Length; i++) s.Hb[i] = Q48.Mul(Q48.Silu(s.Hb[i]), s.Hb2[i]);
+            fixed (long* xb = s.Xb) w.Down.MatMul(xb, s.Hb, n, _threads);
+            AddResidual(s.X, s.Xb, l, "mlp");
         }
-        Position = pos + 1;
+        Position = pos0 + n;
         if (!computeLogits) return;
-        RmsNorm(_xb, _x, _finalNorm);
+        var last = new long[d];
+        RmsNorm(last, s.X.AsSpan((n - 1) * d, d), _finalNorm);
         var logits = new long[_c.VocabSize];
-        _lmHead.MatVec(logits, _xb, _threads);
+        _lmHead.MatVec(logits, last, _threads);
         LastRawLogits = logits;
+    }
+
+    /// <summary>
+    /// Causal attention of token t (position pos0 + t) for query head h: scores over the cache, Q16.48 softmax,
+    /// and the value sum, each output element one exact 128-bit sum rounded once.
+    /// </summary>
+    private void AttendHead(int layer, Scratch s, int t, int h, int pos0, long[] buffer)
+    {
+        int hd = _c.HeadDim, pos = pos0 + t;
+        int kvHead = h / _c.GroupSize; // HF repeat_kv: query head h reads kv head h / group
+        var q = s.Q.AsSpan(t * _c.HiddenSize + h * hd, hd);
+        var scores = buffer.AsSpan(0, pos + 1);
+        var p = buffer.AsSpan(pos + 1, pos + 1);
+        for (int j = 0; j <= pos; j++)
+            scores[j] = Q48.Mul(Q48.RoundShift(Dot(q, _cache.Key(layer, j).Slice(kvHead * hd, hd)), Q48.FracBits), _attentionScale);
+        Q48.Softmax(scores, p);
+        Span<ulong> accLo = stackalloc ulong[hd];
+        Span<long> accHi = stackalloc long[hd];
+        for (int j = 0; j <= pos; j++)
+        {
+            var v = _cache.Value(layer, j).Slice(kvHead * hd, hd);
+            for (int i = 0; i < hd; i++) ExactMatrix.Accumulate(ref accHi[i], ref accLo[i], p[j], v[i]);
+        }
+        var output = s.Attention.AsSpan(t * _c.HiddenSize + h * hd, hd);
+        for (int i = 0; i < hd; i++) output[i] = Q48.RoundShift(new Int128((ulong)accHi[i], accLo[i]), Q48.FracBits);
     }
 
     private static void AddResidual(long[] x, long[] delta, int layer, string block)
@@ -172,7 +207,7 @@ public sealed class OracleEngine : IInferenceEngine
     }
 
     /// <summary>RMSNorm: w * (x * rsqrt(mean(x^2) + eps)); mean from the exact 128-bit sum of squares, rounded once.</summary>
-    private void RmsNorm(long[] output, long[] x, long[] weight)
+    private void RmsNorm(Span<long> output, ReadOnlySpan<long> x, long[] weight)
     {
         ulong lo = 0; long hi = 0;
         for (int i = 0; i < x.Length; i++) ExactMatrix.Accumulate(ref hi, ref lo, x[i], x[i]);
