@@ -1,0 +1,187 @@
+using GpuIntLab.Core.Formats;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuIntLab.Backends.Ilgpu;
+
+/// <summary>A linear layer y = W x held on the device in one format; float32 vectors in and out.</summary>
+public interface IDeviceLinear : IDisposable
+{
+    int Rows { get; }
+    int Cols { get; }
+    /// <summary>Device bytes of the weights and their scales.</summary>
+    long WeightBytes { get; }
+    void Apply(ArrayView<float> x, ArrayView<float> y);
+}
+
+/// <summary>Compiled FP16 kernels of one accelerator, plus a scratch buffer for the half activations.</summary>
+public sealed class Fp16Format : IDisposable
+{
+    internal readonly Action<Index1D, ArrayView<float>, ArrayView<ushort>> ToHalf;
+    internal readonly Action<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> MatVec;
+    internal readonly MemoryBuffer1D<ushort, Stride1D.Dense> Scratch;
+    public Accelerator Accelerator { get; }
+
+    public Fp16Format(Accelerator accelerator, int maxCols)
+    {
+        Accelerator = accelerator;
+        ToHalf = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<ushort>>(Fp16Kernels.ToHalf);
+        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int>(Fp16Kernels.MatVec);
+        Scratch = accelerator.Allocate1D<ushort>(maxCols);
+    }
+
+    /// <summary>Weights rounded once to half (RNE) from their exact values.</summary>
+    public IDeviceLinear Create(float[] weights, int rows, int cols)
+    {
+        var bits = new ushort[weights.Length];
+        Fp16.FromFloat(weights, bits);
+        return new Linear(this, bits, rows, cols);
+    }
+
+    public void Dispose() => Scratch.Dispose();
+
+    private sealed class Linear(Fp16Format f, ushort[] bits, int rows, int cols) : IDeviceLinear
+    {
+        private readonly MemoryBuffer1D<ushort, Stride1D.Dense> _w = f.Accelerator.Allocate1D(bits);
+        public int Rows => rows;
+        public int Cols => cols;
+        public long WeightBytes => _w.LengthInBytes;
+        public void Apply(ArrayView<float> x, ArrayView<float> y)
+        {
+            var xh = f.Scratch.View.SubView(0, cols);
+            f.ToHalf(cols, x.SubView(0, cols), xh);
+            f.MatVec(rows, _w.View, xh, y, cols);
+        }
+        public void Dispose() => _w.Dispose();
+    }
+}
+
+/// <summary>Compiled INT8 kernels of one accelerator and scratch buffers for the activation codes.</summary>
+public sealed class Int8Format : IDisposable
+{
+    internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int> Prepare;
+    internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> Quantize;
+    internal readonly Action<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int> MatVec;
+    internal readonly MemoryBuffer1D<float, Stride1D.Dense> Smoothed, Scale, NoSmooth;
+    internal readonly MemoryBuffer1D<int, Stride1D.Dense> Packed;
+    public Accelerator Accelerator { get; }
+
+    public Int8Format(Accelerator accelerator, int maxCols)
+    {
+        Accelerator = accelerator;
+        Prepare = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int>(Int8Kernels.Prepare);
+        Quantize = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(Int8Kernels.Quantize);
+        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int>(Int8Kernels.MatVec);
+        Smoothed = accelerator.Allocate1D<float>(maxCols);
+        Scale = accelerator.Allocate1D<float>(1);
+        NoSmooth = accelerator.Allocate1D<float>(1);
+        Packed = accelerator.Allocate1D<int>((maxCols + 3) / 4);
+    }
+
+    /// <summary>Which int8 dot product the kernels use here.</summary>
+    public string DotProduct => Accelerator.AcceleratorType == AcceleratorType.Cuda
+        ? "dp4a.s32.s32 (inline PTX), int32 accumulation"
+        : "scalar int8 x int8 multiply-add, int32 accumulation (CPU accelerator: CudaAsm unsupported)";
+
+    public IDeviceLinear Create(QuantizedMatrix m) => new Linear(this, m);
+
+    public void Dispose() { Smoothed.Dispose(); Scale.Dispose(); NoSmooth.Dispose(); Packed.Dispose(); }
+
+    /// <summary>Int8 codes of W [rows, cols] packed 4 to an int, rows padded to whole words.</summary>
+    public static int[] Pack(QuantizedMatrix m)
+    {
+        int words = (m.Cols + 3) / 4;
+        var packed = new int[m.Rows * words];
+        var codes = m.Int8Codes;
+        for (int r = 0; r < m.Rows; r++)
+            for (int c = 0; c < m.Cols; c++)
+                packed[r * words + c / 4] |= (codes[r * m.Cols + c] & 0xFF) << (8 * (c % 4));
+        return packed;
+    }
+
+    private sealed class Linear : IDeviceLinear
+    {
+        private readonly Int8Format _f;
+        private readonly MemoryBuffer1D<int, Stride1D.Dense> _w;
+        private readonly MemoryBuffer1D<float, Stride1D.Dense> _scales;
+        private readonly MemoryBuffer1D<float, Stride1D.Dense>? _smooth;
+        private readonly int _words;
+        public int Rows { get; }
+        public int Cols { get; }
+        public long WeightBytes => _w.LengthInBytes + _scales.LengthInBytes + (_smooth?.LengthInBytes ?? 0);
+
+        public Linear(Int8Format f, QuantizedMatrix m)
+        {
+            if (m.Format != QuantFormat.Int8) throw new ArgumentException("not an int8 matrix", nameof(m));
+            _f = f; Rows = m.Rows; Cols = m.Cols; _words = (m.Cols + 3) / 4;
+            _w = f.Accelerator.Allocate1D(Pack(m));
+            _scales = f.Accelerator.Allocate1D(m.WeightScales);
+            if (m.SmoothFactors != null) _smooth = f.Accelerator.Allocate1D(m.SmoothFactors);
+        }
+
+        public void Apply(ArrayView<float> x, ArrayView<float> y)
+        {
+            var xs = _f.Smoothed.View.SubView(0, Cols);
+            var packed = _f.Packed.View.SubView(0, _words);
+            _f.Prepare(1, x, _smooth?.View ?? _f.NoSmooth.View, _smooth != null ? 1 : 0, xs, _f.Scale.View, Cols);
+            _f.Quantize(_words, xs, _f.Scale.View, packed, Cols);
+            _f.MatVec(Rows, _w.View, packed, _scales.View, _scales.Length > 1 ? 1 : 0, _f.Scale.View, y, _words);
+        }
+
+        public void Dispose() { _w.Dispose(); _scales.Dispose(); _smooth?.Dispose(); }
+    }
+}
+
+/// <summary>Compiled FP8 E4M3 kernels of one accelerator, the decode table and activation scratch.</summary>
+public sealed class Fp8Format : IDisposable
+{
+    internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> Prepare;
+    internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<byte>> Quantize;
+    internal readonly Action<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int> MatVec;
+    internal readonly MemoryBuffer1D<float, Stride1D.Dense> Table, Scale;
+    internal readonly MemoryBuffer1D<byte, Stride1D.Dense> Codes;
+    public Accelerator Accelerator { get; }
+
+    public Fp8Format(Accelerator accelerator, int maxCols)
+    {
+        Accelerator = accelerator;
+        Prepare = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(Fp8Kernels.Prepare);
+        Quantize = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<byte>>(Fp8Kernels.Quantize);
+        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int>(Fp8Kernels.MatVec);
+        Table = accelerator.Allocate1D(E4M3.CopyDecodeTable());
+        Scale = accelerator.Allocate1D<float>(1);
+        Codes = accelerator.Allocate1D<byte>(maxCols);
+    }
+
+    public IDeviceLinear Create(QuantizedMatrix m) => new Linear(this, m);
+
+    public void Dispose() { Table.Dispose(); Scale.Dispose(); Codes.Dispose(); }
+
+    private sealed class Linear : IDeviceLinear
+    {
+        private readonly Fp8Format _f;
+        private readonly MemoryBuffer1D<byte, Stride1D.Dense> _w;
+        private readonly MemoryBuffer1D<float, Stride1D.Dense> _scales;
+        public int Rows { get; }
+        public int Cols { get; }
+        public long WeightBytes => _w.LengthInBytes + _scales.LengthInBytes;
+
+        public Linear(Fp8Format f, QuantizedMatrix m)
+        {
+            if (m.Format != QuantFormat.E4M3) throw new ArgumentException("not an E4M3 matrix", nameof(m));
+            _f = f; Rows = m.Rows; Cols = m.Cols;
+            _w = f.Accelerator.Allocate1D(m.Codes);
+            _scales = f.Accelerator.Allocate1D(m.WeightScales);
+        }
+
+        public void Apply(ArrayView<float> x, ArrayView<float> y)
+        {
+            var codes = _f.Codes.View.SubView(0, Cols);
+            _f.Prepare(1, x, _f.Scale.View, Cols);
+            _f.Quantize(Cols, x, _f.Scale.View, codes);
+            _f.MatVec(Rows, _w.View, codes, _f.Table.View, _scales.View, _scales.Length > 1 ? 1 : 0, _f.Scale.View, y, Cols);
+        }
+
+        public void Dispose() { _w.Dispose(); _scales.Dispose(); }
+    }
+}
