@@ -4,6 +4,21 @@ using ILGPU.Runtime;
 
 namespace GpuIntLab.Backends.Ilgpu;
 
+/// <summary>Device weight layout: matrices are stored column-major ([cols, rows]) so one-thread-per-row kernels read coalesced.</summary>
+public static class Layout
+{
+    /// <summary>Row-major [rows, cols] to column-major (= row-major [cols, rows]).</summary>
+    public static T[] Transpose<T>(T[] w, int rows, int cols)
+    {
+        if (w.Length != (long)rows * cols) throw new ArgumentException($"{w.Length} elements for shape [{rows}, {cols}]", nameof(w));
+        var t = new T[w.Length];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                t[(long)c * rows + r] = w[(long)r * cols + c];
+        return t;
+    }
+}
+
 /// <summary>A linear layer y = W x held on the device in one format; float32 vectors in and out.</summary>
 public interface IDeviceLinear : IDisposable
 {
@@ -18,7 +33,7 @@ public interface IDeviceLinear : IDisposable
 public sealed class Fp16Format : IDisposable
 {
     internal readonly Action<Index1D, ArrayView<float>, ArrayView<ushort>> ToHalf;
-    internal readonly Action<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> MatVec;
+    internal readonly Action<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int, int> MatVec;
     internal readonly MemoryBuffer1D<ushort, Stride1D.Dense> Scratch;
     public Accelerator Accelerator { get; }
 
@@ -26,7 +41,7 @@ public sealed class Fp16Format : IDisposable
     {
         Accelerator = accelerator;
         ToHalf = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<ushort>>(Fp16Kernels.ToHalf);
-        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int>(Fp16Kernels.MatVec);
+        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int, int>(Fp16Kernels.MatVec);
         Scratch = accelerator.Allocate1D<ushort>(maxCols);
     }
 
@@ -35,7 +50,7 @@ public sealed class Fp16Format : IDisposable
     {
         var bits = new ushort[weights.Length];
         Fp16.FromFloat(weights, bits);
-        return new Linear(this, bits, rows, cols);
+        return new Linear(this, Layout.Transpose(bits, rows, cols), rows, cols);
     }
 
     public void Dispose() => Scratch.Dispose();
@@ -50,7 +65,7 @@ public sealed class Fp16Format : IDisposable
         {
             var xh = f.Scratch.View.SubView(0, cols);
             f.ToHalf(cols, x.SubView(0, cols), xh);
-            f.MatVec(rows, _w.View, xh, y, cols);
+            f.MatVec(rows, _w.View, xh, y, rows, cols);
         }
         public void Dispose() => _w.Dispose();
     }
@@ -61,7 +76,7 @@ public sealed class Int8Format : IDisposable
 {
     internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int> Prepare;
     internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> Quantize;
-    internal readonly Action<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int> MatVec;
+    internal readonly Action<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int> MatVec;
     internal readonly MemoryBuffer1D<float, Stride1D.Dense> Smoothed, Scale, NoSmooth;
     internal readonly MemoryBuffer1D<int, Stride1D.Dense> Packed;
     public Accelerator Accelerator { get; }
@@ -71,7 +86,7 @@ public sealed class Int8Format : IDisposable
         Accelerator = accelerator;
         Prepare = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int>(Int8Kernels.Prepare);
         Quantize = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(Int8Kernels.Quantize);
-        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int>(Int8Kernels.MatVec);
+        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int>(Int8Kernels.MatVec);
         Smoothed = accelerator.Allocate1D<float>(maxCols);
         Scale = accelerator.Allocate1D<float>(1);
         NoSmooth = accelerator.Allocate1D<float>(1);
@@ -87,7 +102,7 @@ public sealed class Int8Format : IDisposable
 
     public void Dispose() { Smoothed.Dispose(); Scale.Dispose(); NoSmooth.Dispose(); Packed.Dispose(); }
 
-    /// <summary>Int8 codes of W [rows, cols] packed 4 to an int, rows padded to whole words.</summary>
+    /// <summary>Int8 codes of W [rows, cols] packed 4 to an int (rows padded to whole words), stored column-major [words, rows].</summary>
     public static int[] Pack(QuantizedMatrix m)
     {
         int words = (m.Cols + 3) / 4;
@@ -95,7 +110,7 @@ public sealed class Int8Format : IDisposable
         var codes = m.Int8Codes;
         for (int r = 0; r < m.Rows; r++)
             for (int c = 0; c < m.Cols; c++)
-                packed[r * words + c / 4] |= (codes[r * m.Cols + c] & 0xFF) << (8 * (c % 4));
+                packed[(c / 4) * m.Rows + r] |= (codes[r * m.Cols + c] & 0xFF) << (8 * (c % 4));
         return packed;
     }
 
@@ -125,7 +140,7 @@ public sealed class Int8Format : IDisposable
             var packed = _f.Packed.View.SubView(0, _words);
             _f.Prepare(1, x, _smooth?.View ?? _f.NoSmooth.View, _smooth != null ? 1 : 0, xs, _f.Scale.View, Cols);
             _f.Quantize(_words, xs, _f.Scale.View, packed, Cols);
-            _f.MatVec(Rows, _w.View, packed, _scales.View, _scales.Length > 1 ? 1 : 0, _f.Scale.View, y, _words);
+            _f.MatVec(Rows, _w.View, packed, _scales.View, _scales.Length > 1 ? 1 : 0, _f.Scale.View, y, Rows, _words);
         }
 
         public void Dispose() { _w.Dispose(); _scales.Dispose(); _smooth?.Dispose(); }
@@ -137,7 +152,7 @@ public sealed class Fp8Format : IDisposable
 {
     internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> Prepare;
     internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<byte>> Quantize;
-    internal readonly Action<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int> MatVec;
+    internal readonly Action<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int> MatVec;
     internal readonly MemoryBuffer1D<float, Stride1D.Dense> Table, Scale;
     internal readonly MemoryBuffer1D<byte, Stride1D.Dense> Codes;
     public Accelerator Accelerator { get; }
@@ -147,7 +162,7 @@ public sealed class Fp8Format : IDisposable
         Accelerator = accelerator;
         Prepare = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(Fp8Kernels.Prepare);
         Quantize = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<byte>>(Fp8Kernels.Quantize);
-        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int>(Fp8Kernels.MatVec);
+        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int>(Fp8Kernels.MatVec);
         Table = accelerator.Allocate1D(E4M3.CopyDecodeTable());
         Scale = accelerator.Allocate1D<float>(1);
         Codes = accelerator.Allocate1D<byte>(maxCols);
@@ -170,7 +185,7 @@ public sealed class Fp8Format : IDisposable
         {
             if (m.Format != QuantFormat.E4M3) throw new ArgumentException("not an E4M3 matrix", nameof(m));
             _f = f; Rows = m.Rows; Cols = m.Cols;
-            _w = f.Accelerator.Allocate1D(m.Codes);
+            _w = f.Accelerator.Allocate1D(Layout.Transpose(m.Codes, m.Rows, m.Cols));
             _scales = f.Accelerator.Allocate1D(m.WeightScales);
         }
 
@@ -179,7 +194,7 @@ public sealed class Fp8Format : IDisposable
             var codes = _f.Codes.View.SubView(0, Cols);
             _f.Prepare(1, x, _f.Scale.View, Cols);
             _f.Quantize(Cols, x, _f.Scale.View, codes);
-            _f.MatVec(Rows, _w.View, codes, _f.Table.View, _scales.View, _scales.Length > 1 ? 1 : 0, _f.Scale.View, y, Cols);
+            _f.MatVec(Rows, _w.View, codes, _f.Table.View, _scales.View, _scales.Length > 1 ? 1 : 0, _f.Scale.View, y, Rows, Cols);
         }
 
         public void Dispose() { _w.Dispose(); _scales.Dispose(); }

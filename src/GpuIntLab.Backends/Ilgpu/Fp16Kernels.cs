@@ -13,12 +13,14 @@ public static class Fp16Kernels
     /// <summary>xh[i] = half(x[i]), round to nearest even (cvt.rn.f16.f32 semantics, integer emulation).</summary>
     public static void ToHalf(Index1D i, ArrayView<float> x, ArrayView<ushort> xh) => xh[i] = DeviceMath.FloatToHalf(x[i]);
 
-    /// <summary>y[r] = sum_j float(w[r, j]) * float(xh[j]) in float32; one thread per row.</summary>
-    public static void MatVec(Index1D r, ArrayView<ushort> w, ArrayView<ushort> xh, ArrayView<float> y, int cols)
+    /// <summary>
+    /// y[r] = sum_j float(w[r, j]) * float(xh[j]) in float32, j ascending; one thread per row. W is stored
+    /// column-major ([cols, rows]) so that neighbouring threads read neighbouring addresses (coalesced on a GPU).
+    /// </summary>
+    public static void MatVec(Index1D r, ArrayView<ushort> w, ArrayView<ushort> xh, ArrayView<float> y, int rows, int cols)
     {
-        long o = (long)(int)r * cols;
         float acc = 0f;
-        for (int j = 0; j < cols; j++) acc += DeviceMath.HalfToFloat(w[o + j]) * DeviceMath.HalfToFloat(xh[j]);
+        for (int j = 0; j < cols; j++) acc += DeviceMath.HalfToFloat(w[(long)j * rows + r.X]) * DeviceMath.HalfToFloat(xh[j]);
         y[r] = acc;
     }
 }

@@ -24,13 +24,12 @@ public static class Fp8Kernels
     public static void Quantize(Index1D j, ArrayView<float> x, ArrayView<float> scale, ArrayView<byte> codes)
         => codes[j] = DeviceMath.FloatToE4M3(x[j] / scale[0]);
 
-    /// <summary>y[r] = (float)((sum_j dec(w[r, j]) * dec(a[j])) * (wScale * aScale)); one thread per row.</summary>
+    /// <summary>y[r] = (float)((sum_j dec(w[r, j]) * dec(a[j])) * (wScale * aScale)), j ascending; one thread per row, W column-major [cols, rows].</summary>
     public static void MatVec(Index1D r, ArrayView<byte> w, ArrayView<byte> a, ArrayView<float> table,
-        ArrayView<float> wScale, int perRow, ArrayView<float> aScale, ArrayView<float> y, int cols)
+        ArrayView<float> wScale, int perRow, ArrayView<float> aScale, ArrayView<float> y, int rows, int cols)
     {
-        long o = (long)(int)r * cols;
         float acc = 0f;
-        for (int j = 0; j < cols; j++) acc += table[(int)w[o + j]] * table[(int)a[j]];
+        for (int j = 0; j < cols; j++) acc += table[(int)w[(long)j * rows + r.X]] * table[(int)a[j]];
         double s = (double)wScale[r * perRow] * aScale[0];
         y[r] = (float)(acc * s);
     }

@@ -22,7 +22,7 @@ public sealed class IlgpuDevice : IDisposable
     /// <summary>"cpu accelerator" or "cuda: NVIDIA H100 (sm_90)": for EngineInfo.Accelerator.</summary>
     public string Description => IsCuda
         ? $"ilgpu cuda: {Accelerator.Name}"
-        : $"ilgpu cpu accelerator ({Accelerator.NumMultiprocessors} threads)";
+        : "ilgpu cpu accelerator";
 
     private IlgpuDevice(Context context, Accelerator accelerator) { Context = context; Accelerator = accelerator; }
 

@@ -34,7 +34,7 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
     private readonly int[] _hostError = new int[1];
     private readonly List<IDisposable> _owned = [];
 
-    private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, ArrayView<int>, int> _matVec;
+    private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, ArrayView<int>, int, int> _matVec;
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, int> _sumSquares;
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, long, ArrayView<int>> _normApply;
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, int, int, ArrayView<int>> _rope;
@@ -63,6 +63,7 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
         {
             MemoryBuffer1D<long, Stride1D.Dense> Own(MemoryBuffer1D<long, Stride1D.Dense> b) { _owned.Add(b); return b; }
             MemoryBuffer1D<long, Stride1D.Dense> Load(TensorInfo t) => Own(acc.Allocate1D(checkpoint.ReadQ48(t)));
+            MemoryBuffer1D<long, Stride1D.Dense> Matrix(long[] w, int rows, int cols) => Own(acc.Allocate1D(Layout.Transpose(w, rows, cols)));
             MemoryBuffer1D<long, Stride1D.Dense> Zeros(long n) => Own(acc.Allocate1D<long>(n));
 
             _embedding = checkpoint.ReadQ48(checkpoint.Info(LlamaCheckpoint.EmbeddingName));
@@ -70,12 +71,13 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
             _layers = new Layer[_c.NumHiddenLayers];
             for (int l = 0; l < _layers.Length; l++)
             {
-                MemoryBuffer1D<long, Stride1D.Dense> W(LayerWeight w) => Load(checkpoint.Layer(l, w));
-                _layers[l] = new Layer(W(LayerWeight.InputNorm), W(LayerWeight.Q), W(LayerWeight.K), W(LayerWeight.V), W(LayerWeight.O),
-                    W(LayerWeight.PostAttentionNorm), W(LayerWeight.Gate), W(LayerWeight.Up), W(LayerWeight.Down), Zeros(kvSize), Zeros(kvSize));
+                MemoryBuffer1D<long, Stride1D.Dense> W(LayerWeight w) { var t = checkpoint.Layer(l, w); return Matrix(checkpoint.ReadQ48(t), t.Shape[0], t.Shape[1]); }
+                MemoryBuffer1D<long, Stride1D.Dense> N(LayerWeight w) => Load(checkpoint.Layer(l, w));
+                _layers[l] = new Layer(N(LayerWeight.InputNorm), W(LayerWeight.Q), W(LayerWeight.K), W(LayerWeight.V), W(LayerWeight.O),
+                    N(LayerWeight.PostAttentionNorm), W(LayerWeight.Gate), W(LayerWeight.Up), W(LayerWeight.Down), Zeros(kvSize), Zeros(kvSize));
             }
             _finalNorm = Load(checkpoint.Info(LlamaCheckpoint.FinalNormName));
-            _lmHead = checkpoint.LmHead.Name == LlamaCheckpoint.EmbeddingName ? Own(acc.Allocate1D(_embedding)) : Load(checkpoint.LmHead);
+            _lmHead = Matrix(checkpoint.LmHead.Name == LlamaCheckpoint.EmbeddingName ? _embedding : checkpoint.ReadQ48(checkpoint.LmHead), _c.VocabSize, _c.HiddenSize);
             LinearWeightBytes = _layers.Sum(w => w.Q.LengthInBytes + w.K.LengthInBytes + w.V.LengthInBytes + w.O.LengthInBytes
                 + w.Gate.LengthInBytes + w.Up.LengthInBytes + w.Down.LengthInBytes) + _lmHead.LengthInBytes;
 
@@ -99,7 +101,7 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
             _hostScores = new long[_c.NumAttentionHeads * _c.MaxPositionEmbeddings];
             _hostGate = new long[_c.IntermediateSize];
 
-            _matVec = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, ArrayView<int>, int>(Int64Kernels.MatVec);
+            _matVec = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, ArrayView<int>, int, int>(Int64Kernels.MatVec);
             _sumSquares = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, int>(Int64Kernels.SumSquares);
             _normApply = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, long, ArrayView<int>>(Int64Kernels.NormApply);
             _rope = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, int, int, ArrayView<int>>(Int64Kernels.Rope);
@@ -167,9 +169,9 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
         {
             var w = _layers[l];
             RmsNorm(_x.View, w.InputNorm.View, _xb.View, l, "input norm");
-            _matVec(d, w.Q.View, _xb.View, _q.View, err, d);
-            _matVec(kv, w.K.View, _xb.View, _k.View, err, d);
-            _matVec(kv, w.V.View, _xb.View, _v.View, err, d);
+            _matVec(d, w.Q.View, _xb.View, _q.View, err, d, d);
+            _matVec(kv, w.K.View, _xb.View, _k.View, err, kv, d);
+            _matVec(kv, w.V.View, _xb.View, _v.View, err, kv, d);
             _rope(heads * half, _q.View, _cos.View, _sin.View, pos, half, err);
             _rope(_c.NumKeyValueHeads * half, _k.View, _cos.View, _sin.View, pos, half, err);
             _copy(kv, _k.View, w.Keys.View, pos * kv);
@@ -183,24 +185,24 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
             for (int h = 0; h < heads; h++) { var s = host.Slice(h * n, n); Q48.Softmax(s, s); }
             scores.CopyFromCPU((ReadOnlySpan<long>)host);
             _attOut(heads * hd, scores, w.Values.View, _att.View, n, hd, kv, group, err);
-            _matVec(d, w.O.View, _att.View, _xb.View, err, d);
+            _matVec(d, w.O.View, _att.View, _xb.View, err, d, d);
             _residual(d, _x.View, _xb.View, err);
 
             RmsNorm(_x.View, w.PostNorm.View, _xb.View, l, "post-attention norm");
-            _matVec(ff, w.Gate.View, _xb.View, _hb.View, err, d);
-            _matVec(ff, w.Up.View, _xb.View, _hb2.View, err, d);
+            _matVec(ff, w.Gate.View, _xb.View, _hb.View, err, ff, d);
+            _matVec(ff, w.Up.View, _xb.View, _hb2.View, err, ff, d);
             CheckError(l, "gate/up");
             _hb.View.CopyToCPU(_hostGate);
             for (int i = 0; i < ff; i++) _hostGate[i] = Q48.Silu(_hostGate[i]);
             _hb.View.CopyFromCPU(_hostGate);
             _mul(ff, _hb.View, _hb2.View, err);
-            _matVec(d, w.Down.View, _hb.View, _xb.View, err, ff);
+            _matVec(d, w.Down.View, _hb.View, _xb.View, err, d, ff);
             _residual(d, _x.View, _xb.View, err);
         }
         Position = pos + 1;
         if (!computeLogits) { CheckError(_layers.Length - 1, "mlp"); return; }
         RmsNorm(_x.View, _finalNorm.View, _xb.View, _layers.Length, "final norm");
-        _matVec(_c.VocabSize, _lmHead.View, _xb.View, _logits.View, err, d);
+        _matVec(_c.VocabSize, _lmHead.View, _xb.View, _logits.View, err, _c.VocabSize, d);
         var logits = new long[_c.VocabSize];
         _logits.View.CopyToCPU(logits);
         CheckError(_layers.Length, "lm_head");

@@ -13,12 +13,11 @@ public static class Int64Kernels
 {
     public const int MatVecOverflow = 1, NormOverflow = 2, RopeOverflow = 3, ScoreOverflow = 4, AttentionOverflow = 5, ResidualOverflow = 6, SwiGluOverflow = 7;
 
-    /// <summary>y[r] = RNE(sum_j w[r, j] * x[j] / 2^48); one thread per row.</summary>
-    public static void MatVec(Index1D r, ArrayView<long> w, ArrayView<long> x, ArrayView<long> y, ArrayView<int> error, int cols)
+    /// <summary>y[r] = RNE(sum_j w[r, j] * x[j] / 2^48); one thread per row, W column-major [cols, rows] (coalesced reads).</summary>
+    public static void MatVec(Index1D r, ArrayView<long> w, ArrayView<long> x, ArrayView<long> y, ArrayView<int> error, int rows, int cols)
     {
-        long o = (long)(int)r * cols;
         long hi = 0; ulong lo = 0;
-        for (int j = 0; j < cols; j++) DeviceMath.Accumulate(ref hi, ref lo, w[o + j], x[j]);
+        for (int j = 0; j < cols; j++) DeviceMath.Accumulate(ref hi, ref lo, w[(long)j * rows + r.X], x[j]);
         if (!DeviceMath.RoundShift48(hi, lo, out long v)) error[0] = MatVecOverflow;
         y[r] = v;
     }

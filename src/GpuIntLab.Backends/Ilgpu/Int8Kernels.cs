@@ -65,13 +65,12 @@ public static class Int8Kernels
         return acc;
     }
 
-    /// <summary>y[r] = (float)(acc_r * (wScale[r or 0] * aScale)); one thread per row.</summary>
+    /// <summary>y[r] = (float)(acc_r * (wScale[r or 0] * aScale)); one thread per row; packed W column-major [words, rows].</summary>
     public static void MatVec(Index1D r, ArrayView<int> w, ArrayView<int> a, ArrayView<float> wScale, int perRow,
-        ArrayView<float> aScale, ArrayView<float> y, int words)
+        ArrayView<float> aScale, ArrayView<float> y, int rows, int words)
     {
-        long o = (long)(int)r * words;
         int acc = 0;
-        for (int k = 0; k < words; k++) acc = Dot4(w[o + k], a[k], acc);
+        for (int k = 0; k < words; k++) acc = Dot4(w[(long)k * rows + r.X], a[k], acc);
         double s = (double)wScale[r * perRow] * aScale[0];
         y[r] = (float)(acc * s);
     }

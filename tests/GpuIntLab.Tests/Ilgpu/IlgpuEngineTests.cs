@@ -116,15 +116,15 @@ public class IlgpuEngineTests(ITestOutputHelper output)
         using var checkpoint = LlamaCheckpoint.Open(TestData.ConformanceBf16);
         using var engine = Create(checkpoint, provider, scheme);
         using var oracle = new OracleEngine(checkpoint);
-        var c = Compare(engine, oracle, DeterminismGate.Llama2Prompts[0], newTokens: 4);
-        output.WriteLine($"{provider}/{scheme} on {engine.Info.Accelerator}: greedy {c.GreedyMatch}/{c.Steps} (first divergence {c.FirstDivergence}), teacher-forced top-1 {c.TeacherForcedTop1}/{c.Steps}, max |logit - oracle| {c.MaxLogitError:E2} ({c.MaxLogitError / c.MaxAbsLogit:P2} of max |logit| {c.MaxAbsLogit:F2}), oracle min margin {c.MinOracleMargin:E2}, {c.Seconds / (DeterminismGate.Llama2Prompts[0].Length + 3) * 1000:F1} ms/token");
+        var c = Compare(engine, oracle, DeterminismGate.Llama2Prompts[0], newTokens: 3);
+        output.WriteLine($"{provider}/{scheme} on {engine.Info.Accelerator}: greedy {c.GreedyMatch}/{c.Steps} (first divergence {c.FirstDivergence}), teacher-forced top-1 {c.TeacherForcedTop1}/{c.Steps}, max |logit - oracle| {c.MaxLogitError:E2} ({c.MaxLogitError / c.MaxAbsLogit:P2} of max |logit| {c.MaxAbsLogit:F2}), oracle min margin {c.MinOracleMargin:E2}, {c.Seconds / (DeterminismGate.Llama2Prompts[0].Length + 2) * 1000:F1} ms/token");
         foreach (var (k, v) in engine.Info.Precisions) output.WriteLine($"  {k}: {v}");
-        Assert.Equal(DeterminismGate.Llama2Prompts[0].Length + 4 - 1, engine.Position);
-        // Sanity bounds relative to the logits' size (the format's error, not garbage): FP16 (2^-11 rounding of
-        // inputs) 0.5%; INT8 (steps of absmax/127) 5%; E4M3 (3 mantissa bits, 2^-4 relative) 20%.
-        double bound = (provider switch { "ilgpu-fp16" => 0.005, "ilgpu-int8" => 0.05, _ => 0.2 }) * c.MaxAbsLogit;
+        Assert.Equal(DeterminismGate.Llama2Prompts[0].Length + 3 - 1, engine.Position);
+        // Sanity bounds relative to the largest logit (the format's error, not garbage; measured on this model:
+        // fp16 0.02%, int8 0.7%, fp8 4%): FP16 0.1%, INT8 2%, E4M3 10%.
+        double bound = (provider switch { "ilgpu-fp16" => 0.001, "ilgpu-int8" => 0.02, _ => 0.1 }) * c.MaxAbsLogit;
         Assert.True(c.MaxLogitError < bound, $"max |logit error| {c.MaxLogitError:E2} >= {bound:E2}");
-        Assert.True(c.TeacherForcedTop1 >= c.Steps - 1, "more than one teacher-forced top-1 miss on 4 steps");
+        Assert.True(c.TeacherForcedTop1 >= c.Steps - 1, "more than one teacher-forced top-1 miss");
     }
 
     /// <summary>

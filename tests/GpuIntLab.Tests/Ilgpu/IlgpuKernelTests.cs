@@ -217,13 +217,13 @@ public class IlgpuKernelTests(IlgpuCpuFixture fixture, ITestOutputHelper output)
         for (int i = 0; i < w.Length; i++) w[i] = rng.NextInt64(-(1L << 52), 1L << 52);
         for (int i = 0; i < x.Length; i++) x[i] = rng.NextInt64(-(1L << 52), 1L << 52);
         w[0] = long.MinValue + 1; x[0] = -(1L << 8); // extreme magnitudes and signs in row 0
-        var kernel = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, ArrayView<int>, int>(Int64Kernels.MatVec);
-        using var wd = Acc.Allocate1D(w);
+        var kernel = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, ArrayView<int>, int, int>(Int64Kernels.MatVec);
+        using var wd = Acc.Allocate1D(Layout.Transpose(w, rows, cols));
         using var xd = Acc.Allocate1D(x);
         using var yd = Acc.Allocate1D<long>(rows);
         using var err = Acc.Allocate1D<int>(1);
         err.MemSetToZero();
-        kernel(rows, wd.View, xd.View, yd.View, err.View, cols);
+        kernel(rows, wd.View, xd.View, yd.View, err.View, rows, cols);
         var y = yd.GetAsArray1D();
         Assert.Equal(0, err.GetAsArray1D()[0]);
         for (int r = 0; r < rows; r++)
