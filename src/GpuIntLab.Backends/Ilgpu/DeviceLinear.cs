@@ -1,6 +1,7 @@
 using GpuIntLab.Core.Formats;
 using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 
 namespace GpuIntLab.Backends.Ilgpu;
 
@@ -86,17 +87,83 @@ public sealed class Int8Format : IDisposable
         Accelerator = accelerator;
         Prepare = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int>(Int8Kernels.Prepare);
         Quantize = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(Int8Kernels.Quantize);
-        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int>(Int8Kernels.MatVec);
+        (UseTensorCores, DotProduct) = ChooseDotProduct(accelerator);
+        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int>(
+            UseTensorCores ? Int8Kernels.MatVecMma : Int8Kernels.MatVec);
         Smoothed = accelerator.Allocate1D<float>(maxCols);
         Scale = accelerator.Allocate1D<float>(1);
         NoSmooth = accelerator.Allocate1D<float>(1);
         Packed = accelerator.Allocate1D<int>((maxCols + 3) / 4);
     }
 
-    /// <summary>Which int8 dot product the kernels use here.</summary>
-    public string DotProduct => Accelerator.AcceleratorType == AcceleratorType.Cuda
-        ? "dp4a.s32.s32 (inline PTX), int32 accumulation"
-        : "scalar int8 x int8 multiply-add, int32 accumulation (CPU accelerator: CudaAsm unsupported)";
+    /// <summary>Which int8 dot product the kernels use here (for EngineInfo.Precisions).</summary>
+    public string DotProduct { get; }
+
+    /// <summary>True when the matvec runs mma.sync s8 tensor-core instructions (one warp per 16 rows).</summary>
+    public bool UseTensorCores { get; }
+
+    /// <summary>Threads to launch for a matvec of <paramref name="rows"/> rows.</summary>
+    internal int Threads(int rows) => UseTensorCores ? (rows + 15) / 16 * 32 : rows;
+
+    /// <summary>
+    /// On CUDA (sm_80+), tries the mma.sync s8 kernel in a throw-away context (a failed compile poisons its
+    /// context) on a random matrix against the exact integer result; on success the engine uses it, otherwise
+    /// dp4a. Elsewhere the scalar path. The choice and the reason are reported.
+    /// </summary>
+    private static (bool, string) ChooseDotProduct(Accelerator accelerator)
+    {
+        if (accelerator is not ILGPU.Runtime.Cuda.CudaAccelerator cuda)
+            return (false, "scalar int8 x int8 multiply-add, int32 accumulation (CPU accelerator: CudaAsm unsupported)");
+        const string dp4a = "dp4a.s32.s32 (inline PTX), int32 accumulation";
+        if (cuda.Architecture is { } arch && arch.Major < 8)
+            return (false, $"{dp4a} (sm_{arch.Major}{arch.Minor}: no m16n8k32 s8 mma)");
+        try
+        {
+            string? failure = TensorCoreSelfTest(cuda.DeviceId);
+            return failure == null
+                ? (true, "tensor cores: mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 (inline PTX, activation as column 0 of B), int32 accumulation; self-test passed")
+                : (false, $"{dp4a} (mma.sync s8 self-test failed: {failure})");
+        }
+        catch (Exception e)
+        {
+            return (false, $"{dp4a} (mma.sync s8 kernel failed to compile or run: {e.GetType().Name}: {e.Message})");
+        }
+    }
+
+    /// <summary>Runs MatVecMma in a fresh context on device <paramref name="deviceId"/>; null when it equals the exact result.</summary>
+    private static string? TensorCoreSelfTest(int deviceId)
+    {
+        const int rows = 40, cols = 200;
+        var rng = new Random(5);
+        var w = new float[rows * cols];
+        for (int i = 0; i < w.Length; i++) w[i] = (float)(rng.NextDouble() * 2 - 1);
+        var x = new float[cols];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        var m = Quantizer.Quantize(w, rows, cols, QuantFormat.Int8, QuantScheme.PerChannel);
+        var expect = new double[rows];
+        Quantizer.ReferenceMatVec(m, x, expect);
+        var qa = new sbyte[cols];
+        float sa = Quantizer.QuantizeActivationsInt8(x, qa);
+        int words = (cols + 3) / 4;
+        var packedA = new int[words];
+        for (int c = 0; c < cols; c++) packedA[c / 4] |= (qa[c] & 0xFF) << (8 * (c % 4));
+
+        using var context = Context.Create(b => b.Cuda());
+        using var acc = ILGPU.Runtime.Cuda.CudaContextExtensions.CreateCudaAccelerator(context, deviceId);
+        var kernel = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int>(Int8Kernels.MatVecMma);
+        using var wd = acc.Allocate1D(Pack(m));
+        using var ad = acc.Allocate1D(packedA);
+        using var sw = acc.Allocate1D(m.WeightScales);
+        using var sad = acc.Allocate1D(new[] { sa });
+        using var yd = acc.Allocate1D<float>(rows);
+        kernel((rows + 15) / 16 * 32, wd.View, ad.View, sw.View, 1, sad.View, yd.View, rows, words);
+        acc.Synchronize();
+        var y = yd.GetAsArray1D();
+        for (int r = 0; r < rows; r++)
+            if (Math.Abs(y[r] - expect[r]) > Math.ScaleB(1, -23) * Math.Abs(expect[r]))
+                return $"row {r}: {y[r]} vs exact {expect[r]}";
+        return null;
+    }
 
     public IDeviceLinear Create(QuantizedMatrix m) => new Linear(this, m);
 
@@ -140,7 +207,7 @@ public sealed class Int8Format : IDisposable
             var packed = _f.Packed.View.SubView(0, _words);
             _f.Prepare(1, x, _smooth?.View ?? _f.NoSmooth.View, _smooth != null ? 1 : 0, xs, _f.Scale.View, Cols);
             _f.Quantize(_words, xs, _f.Scale.View, packed, Cols);
-            _f.MatVec(Rows, _w.View, packed, _scales.View, _scales.Length > 1 ? 1 : 0, _f.Scale.View, y, Rows, _words);
+            _f.MatVec(_f.Threads(Rows), _w.View, packed, _scales.View, _scales.Length > 1 ? 1 : 0, _f.Scale.View, y, Rows, _words);
         }
 
         public void Dispose() { _w.Dispose(); _scales.Dispose(); _smooth?.Dispose(); }

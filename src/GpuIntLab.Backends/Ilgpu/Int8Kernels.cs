@@ -74,4 +74,53 @@ public static class Int8Kernels
         double s = (double)wScale[r * perRow] * aScale[0];
         y[r] = (float)(acc * s);
     }
+
+    /// <summary>Word k of row r of the column-major packed W, zero outside the matrix.</summary>
+    private static int Word(ArrayView<int> w, int k, int r, int rows, int words) => k < words && r < rows ? w[(long)k * rows + r] : 0;
+
+    /// <summary>
+    /// Tensor-core matvec: one warp per 16 rows; each step of 32 int8 columns is one
+    /// <c>mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32</c> with the activation as column 0 of B (the other
+    /// 7 columns zero). Fragments (PTX ISA, m16n8k32 .s8; g = lane/4, t = lane%4, one int32 = 4 codes):
+    /// a0 = A[g, word t], a1 = A[g+8, word t], a2 = A[g, word 4+t], a3 = A[g+8, word 4+t];
+    /// b0 = B[word t, column g], b1 = B[word 4+t, column g]; c0 = C[g, 2t], c2 = C[g+8, 2t].
+    /// Launch with 32 threads per 16 rows (whole warps). Where inline PTX is unsupported (CPU accelerator) the
+    /// lanes with t = 0 compute their two rows with scalar code, so the indexing and output are testable there.
+    /// Exact int32 sums either way: the result equals <see cref="MatVec"/> bit for bit.
+    /// </summary>
+    public static void MatVecMma(Index1D index, ArrayView<int> w, ArrayView<int> a, ArrayView<float> wScale, int perRow,
+        ArrayView<float> aScale, ArrayView<float> y, int rows, int words)
+    {
+        int warp = index.X / 32, lane = index.X % 32;
+        int g = lane / 4, t = lane % 4;
+        int r0 = warp * 16 + g, r1 = r0 + 8;
+        int c0 = 0, c2 = 0;
+        if (CudaAsm.IsSupported)
+        {
+            Ref<int> d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+            for (int kb = 0; kb < words; kb += 8)
+            {
+                int k0 = kb + t, k1 = kb + 4 + t;
+                Input<int> a0 = Word(w, k0, r0, rows, words), a1 = Word(w, k0, r1, rows, words);
+                Input<int> a2 = Word(w, k1, r0, rows, words), a3 = Word(w, k1, r1, rows, words);
+                Input<int> b0 = g == 0 && k0 < words ? a[k0] : 0;
+                Input<int> b1 = g == 0 && k1 < words ? a[k1] : 0;
+                CudaAsm.EmitRef("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
+                    ref d0, ref d1, ref d2, ref d3, ref a0, ref a1, ref a2, ref a3, ref b0, ref b1);
+            }
+            c0 = d0.Value;
+            c2 = d2.Value;
+        }
+        else if (t == 0)
+        {
+            for (int k = 0; k < words; k++)
+            {
+                c0 = Dot4(Word(w, k, r0, rows, words), a[k], c0);
+                c2 = Dot4(Word(w, k, r1, rows, words), a[k], c2);
+            }
+        }
+        if (t != 0) return;
+        if (r0 < rows) y[r0] = (float)(c0 * ((double)wScale[r0 * perRow] * aScale[0]));
+        if (r1 < rows) y[r1] = (float)(c2 * ((double)wScale[r1 * perRow] * aScale[0]));
+    }
 }

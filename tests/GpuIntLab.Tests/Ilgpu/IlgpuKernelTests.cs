@@ -177,6 +177,37 @@ public class IlgpuKernelTests(IlgpuCpuFixture fixture, ITestOutputHelper output)
         output.WriteLine($"int8 {scheme} matvec vs Quantizer.ReferenceMatVec: max rel error {worst:E2} (bound 2^-24 = {Math.ScaleB(1, -24):E2}: one rounding to float32); dot: {format.DotProduct}");
     }
 
+    /// <summary>
+    /// The tensor-core kernel's layout (one warp per 16 rows, two rows written per lane group) on the CPU
+    /// accelerator, where its scalar branch runs: bit-identical to the one-thread-per-row kernel, with rows not a
+    /// multiple of 16 and words not a multiple of 8. (The mma.sync branch itself needs a GPU; on CUDA the engine
+    /// self-tests it against the exact result before using it.)
+    /// </summary>
+    [Fact]
+    public void Int8TensorCoreKernelLayoutEqualsTheScalarKernel()
+    {
+        const int rows = 45, cols = 203;
+        var rng = new Random(13);
+        var m = Quantizer.Quantize(RandomVector(rng, rows * cols, 0.1f), rows, cols, QuantFormat.Int8, QuantScheme.PerChannel);
+        var x = RandomVector(rng, cols, 2f);
+        var qa = new sbyte[cols];
+        float sa = Quantizer.QuantizeActivationsInt8(x, qa);
+        int words = (cols + 3) / 4;
+        var packedA = new int[words];
+        for (int c = 0; c < cols; c++) packedA[c / 4] |= (qa[c] & 0xFF) << (8 * (c % 4));
+        using var wd = Acc.Allocate1D(Int8Format.Pack(m));
+        using var ad = Acc.Allocate1D(packedA);
+        using var swd = Acc.Allocate1D(m.WeightScales);
+        using var sad = Acc.Allocate1D(new[] { sa });
+        using var y1 = Acc.Allocate1D<float>(rows);
+        using var y2 = Acc.Allocate1D<float>(rows);
+        var scalar = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int>(Int8Kernels.MatVec);
+        var mma = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int>(Int8Kernels.MatVecMma);
+        scalar(rows, wd.View, ad.View, swd.View, 1, sad.View, y1.View, rows, words);
+        mma((rows + 15) / 16 * 32, wd.View, ad.View, swd.View, 1, sad.View, y2.View, rows, words);
+        Assert.Equal(y1.GetAsArray1D(), y2.GetAsArray1D());
+    }
+
     [Theory]
     [InlineData(QuantScheme.PerTensor)]
     [InlineData(QuantScheme.PerChannel)]
