@@ -1,4 +1,5 @@
 using ILGPU;
+using ILGPU.Runtime.Cuda;
 
 namespace GpuIntLab.Backends.Ilgpu;
 
@@ -10,6 +11,21 @@ namespace GpuIntLab.Backends.Ilgpu;
 public static class DeviceMath
 {
     // ---------------------------------------------------------------- float32 ----------
+
+    /// <summary>
+    /// a * b rounded to float32, never fused into a following add: ILGPU writes <c>mul.f32</c>, which ptxas may
+    /// contract with an add into an FMA (one rounding instead of two) while the CPU rounds both; <c>mul.rn.f32</c>
+    /// (explicit rounding modifier) is never contracted, so CUDA rounds like the CPU accelerator.
+    /// </summary>
+    public static float Mul(float a, float b)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            CudaAsm.Emit("mul.rn.f32 %0, %1, %2;", out float r, a, b);
+            return r;
+        }
+        return a * b;
+    }
 
     /// <summary>Round to nearest, ties to even, of a float with |v| &lt; 2^23 (exact: truncation plus an exact fraction test).</summary>
     public static float RoundEven(float v)
@@ -103,16 +119,16 @@ public static class DeviceMath
         if (x < -87f) return 0f;
         if (x > 88.7f) return float.PositiveInfinity;
         float n = RoundEven(x * 1.44269504f);
-        float r = x - n * 0.693145752f;        // ln2 high part (exact product for |n| < 2^8)
-        r = r - n * 1.42860677e-6f;            // ln2 low part
+        float r = x - Mul(n, 0.693145752f);    // ln2 high part (exact product for |n| < 2^8)
+        r = r - Mul(n, 1.42860677e-6f);        // ln2 low part
         float p = 1f / 5040f;
-        p = p * r + 1f / 720f;
-        p = p * r + 1f / 120f;
-        p = p * r + 1f / 24f;
-        p = p * r + 1f / 6f;
-        p = p * r + 0.5f;
-        p = p * r + 1f;
-        p = p * r + 1f;
+        p = Mul(p, r) + 1f / 720f;
+        p = Mul(p, r) + 1f / 120f;
+        p = Mul(p, r) + 1f / 24f;
+        p = Mul(p, r) + 1f / 6f;
+        p = Mul(p, r) + 0.5f;
+        p = Mul(p, r) + 1f;
+        p = Mul(p, r) + 1f;
         int ni = (int)n;
         // 2^n as two factors so that n = -126..-87 and n = 128 stay finite/normal in the steps
         int n1 = ni / 2, n2 = ni - n1;

@@ -7,7 +7,9 @@ namespace GpuIntLab.Backends.Ilgpu;
 /// The float32 parts of the forward pass shared by the FP16, INT8 and FP8 engines: RMSNorm, RoPE,
 /// attention over the KV cache, softmax, SwiGLU, residual add. Plain one-thread-per-output kernels, no
 /// shared memory or barriers (the CPU accelerator runs barrier kernels ~1000x slower); reductions over
-/// a vector are one thread walking it in order, so the CPU accelerator and CUDA sum in the same order.
+/// a vector are one thread walking it in order, so the CPU accelerator and CUDA sum in the same order, and
+/// inexact products go through <see cref="DeviceMath.Mul(float, float)"/> so CUDA cannot fuse them into FMAs:
+/// the CPU accelerator's float32 results are the ones CUDA computes.
 /// </summary>
 public static class FloatKernels
 {
@@ -15,7 +17,7 @@ public static class FloatKernels
     public static void RmsInverse(Index1D index, ArrayView<float> x, ArrayView<float> inv, int n, float eps)
     {
         float ss = 0f;
-        for (int i = 0; i < n; i++) ss += x[i] * x[i];
+        for (int i = 0; i < n; i++) ss += DeviceMath.Mul(x[i], x[i]);
         inv[0] = DeviceMath.Rsqrt(ss / n + eps);
     }
 
@@ -30,8 +32,8 @@ public static class FloatKernels
         int a = h * 2 * half + i, b = a + half;
         float c = cos[pos * half + i], s = sin[pos * half + i];
         float x0 = vec[a], x1 = vec[b];
-        vec[a] = x0 * c - x1 * s;
-        vec[b] = x1 * c + x0 * s;
+        vec[a] = DeviceMath.Mul(x0, c) - DeviceMath.Mul(x1, s);
+        vec[b] = DeviceMath.Mul(x1, c) + DeviceMath.Mul(x0, s);
     }
 
     /// <summary>dst[offset + i] = src[i].</summary>
@@ -45,7 +47,7 @@ public static class FloatKernels
         int kvHead = h / group;
         float dot = 0f;
         int qo = h * headDim, ko = t * kvDim + kvHead * headDim;
-        for (int i = 0; i < headDim; i++) dot += q[qo + i] * keys[ko + i];
+        for (int i = 0; i < headDim; i++) dot += DeviceMath.Mul(q[qo + i], keys[ko + i]);
         scores[index] = dot * scale;
     }
 
@@ -67,7 +69,7 @@ public static class FloatKernels
         int h = index / headDim, i = index % headDim;
         int vo = (h / group) * headDim + i;
         float acc = 0f;
-        for (int t = 0; t < n; t++) acc += p[h * n + t] * values[t * kvDim + vo];
+        for (int t = 0; t < n; t++) acc += DeviceMath.Mul(p[h * n + t], values[t * kvDim + vo]);
         output[index] = acc;
     }
 
