@@ -93,6 +93,9 @@ public sealed class IlgpuInt8Provider : IEngineProvider
         if (scheme == QuantScheme.SmoothQuant)
         {
             var prompts = options.CalibrationPrompts is { Count: > 0 } given ? given : DeterminismGate.Llama2Prompts;
+            int vocab = checkpoint.Config.VocabSize;
+            if (options.CalibrationPrompts is not { Count: > 0 } && prompts.Any(p => p.Any(t => (uint)t >= (uint)vocab)))
+                throw new ArgumentException($"{Name}/smoothquant: no calibration prompts given and the default (the Llama 2 gate prompts) is outside this model's vocabulary of {vocab}: pass EngineOptions.CalibrationPrompts");
             calibrationNote = $"{prompts.Count} prompt(s) ({(options.CalibrationPrompts is { Count: > 0 } ? "from the experiment" : "default: the gate prompts")}), float64 reference activations, alpha {alpha}";
             calibration = IlgpuProvider.Calibrate(checkpoint, prompts, options.EffectiveThreads);
         }

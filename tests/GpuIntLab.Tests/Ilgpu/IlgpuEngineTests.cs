@@ -132,13 +132,15 @@ public class IlgpuEngineTests(ITestOutputHelper output)
     /// 256-token vocabulary, so the top logit has few rivals and the oracle's top-2 gaps dwarf FP16's logit error
     /// (checked in the test: min margin &gt; 4x the max logit error).
     /// </summary>
-    private static string ClearMarginModel()
+    internal static string ClearMarginModel()
     {
         string folder = TestData.TempDir("clear-margin");
         var config = SeededCheckpointWriter.ConformanceConfig() with { VocabSize = 256 };
         SeededCheckpointWriter.Write(folder, config, new(TensorDtype.F32), seed: 7);
         return folder;
     }
+
+    internal static readonly int[][] ClearMarginPrompts = [[1, 45, 73, 31, 34, 33], [1, 90, 25, 26, 93], [1, 29, 29, 74, 29, 22], [1, 45, 65, 31, 28, 33]];
 
     [Fact]
     public void Fp16GreedyTokensEqualTheOracleOnAClearMarginModel()
@@ -147,7 +149,7 @@ public class IlgpuEngineTests(ITestOutputHelper output)
         using var checkpoint = LlamaCheckpoint.Open(folder);
         using var engine = Create(checkpoint, "ilgpu-fp16", "fp16");
         using var oracle = new OracleEngine(checkpoint);
-        int[][] prompts = [[1, 45, 73, 31, 34, 33], [1, 90, 25, 26, 93], [1, 29, 29, 74, 29, 22], [1, 45, 65, 31, 28, 33]];
+        int[][] prompts = ClearMarginPrompts;
         int matched = 0, total = 0; double maxErr = 0, minMargin = double.MaxValue;
         foreach (var prompt in prompts)
         {
