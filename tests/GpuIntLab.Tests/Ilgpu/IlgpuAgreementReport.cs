@@ -2,6 +2,7 @@ using System.Diagnostics;
 using GpuIntLab.Backends;
 using GpuIntLab.Core.Inference;
 using GpuIntLab.Core.Models;
+using GpuIntLab.Core.Tokenization;
 using GpuIntLab.Oracle;
 using Xunit;
 using Xunit.Abstractions;
@@ -29,6 +30,32 @@ public class IlgpuAgreementReport(ITestOutputHelper output)
         Report(IlgpuEngineTests.ClearMarginModel(), IlgpuEngineTests.ClearMarginPrompts, newTokens: 8, calibration: [[1, 10, 200, 37, 5, 99, 140], [1, 77, 3, 250, 18]]);
     }
 
+    /// <summary>
+    /// The project's trained model (folder in GPUINTLAB_ILGPU_MODEL, e.g. experiments/models/tinystories-512) with
+    /// the default experiment's 4 story prompts x 20 tokens and its 3 calibration prompts for SmoothQuant.
+    /// </summary>
+    [SkippableFact]
+    public void AgreementWithTheOracleOnTheTrainedModel()
+    {
+        string? folder = Environment.GetEnvironmentVariable("GPUINTLAB_ILGPU_MODEL");
+        Skip.If(string.IsNullOrEmpty(folder) || Environment.GetEnvironmentVariable("GPUINTLAB_ILGPU_REPORT") != "1",
+            "opt-in report: set GPUINTLAB_ILGPU_REPORT=1 and GPUINTLAB_ILGPU_MODEL to a model folder");
+        var tokenizer = LlamaTokenizer.Load(Path.Combine(folder!, "tokenizer.model"));
+        int[][] prompts = new[] { "Once upon a time, there was a girl named Lily.", "Sam found a shiny red ball in the garden.",
+            "One day, a big storm came to the town.", "Mia wanted to make a cake for her mom." }.Select(tokenizer.Encode).ToArray();
+        int[][] calibration = new[] { "Tom and his dog went to the park. They played with a ball all day.",
+            "Ben had a little boat. He took it to the pond with his dad.", "\"Can I help you?\" asked Anna. Her friend smiled and said yes." }.Select(tokenizer.Encode).ToArray();
+        using (var checkpoint = LlamaCheckpoint.Open(folder!))
+        using (var int64 = (GpuIntLab.Backends.Ilgpu.IlgpuInt64Engine)BackendCatalog.Find("ilgpu-int64")!.Create(checkpoint, new EngineOptions("exact", "cpu")))
+        {
+            string oracleHash = DeterminismGate.Hash(checkpoint, prompts, newTokens: 8, threads: 2);
+            string deviceHash = IlgpuEngineTests.GateHash(int64, prompts, newTokens: 8);
+            output.WriteLine($"determinism hash (4 prompts x 8 tokens): oracle {oracleHash}, ilgpu-int64 {deviceHash}");
+            Assert.Equal(oracleHash, deviceHash);
+        }
+        Report(folder!, prompts, newTokens: 20, calibration);
+    }
+
     /// <param name="calibration">SmoothQuant calibration prompts (null: the provider's default, the gate prompts).</param>
     private void Report(string folder, int[][] prompts, int newTokens, int[][]? calibration = null)
     {
@@ -44,6 +71,8 @@ public class IlgpuAgreementReport(ITestOutputHelper output)
             oracleIds.Add(Greedy.Generate(oracle, p, newTokens, onToken: (_, l) => logits.Add(l)));
             oracleLogits.Add(logits);
         }
+        double minMargin = oracleLogits.SelectMany(l => l).Min(l => { var t = l.OrderDescending().Take(2).ToArray(); return t[0] - t[1]; });
+        output.WriteLine($"{Path.GetFileName(folder)}: {prompts.Length} prompts x {newTokens} tokens; oracle min top-2 margin {minMargin:E2}");
         foreach (var provider in BackendCatalog.All.Where(p => p.Name.StartsWith("ilgpu-", StringComparison.Ordinal)))
             foreach (var scheme in provider.Schemes)
             {

@@ -24,7 +24,7 @@ public class IlgpuEngineTests(ITestOutputHelper output)
     private static bool HasCuda() => new IlgpuInt64Provider().CheckAvailability("cuda").IsAvailable;
 
     /// <summary>DeterminismGate.Hash with the ILGPU INT64 engine in place of the oracle.</summary>
-    private static string GateHash(IlgpuInt64Engine engine, IReadOnlyList<int[]> prompts, int newTokens)
+    internal static string GateHash(IlgpuInt64Engine engine, IReadOnlyList<int[]> prompts, int newTokens)
     {
         using var hash = new LogitsHash();
         foreach (var prompt in prompts)
