@@ -88,8 +88,9 @@ public sealed class Int8Format : IDisposable
         Prepare = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int>(Int8Kernels.Prepare);
         Quantize = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(Int8Kernels.Quantize);
         (UseTensorCores, DotProduct) = ChooseDotProduct(accelerator);
+        bool noDp4a = accelerator is CudaAccelerator c && c.Architecture is { } arch && (arch.Major < 6 || (arch.Major == 6 && arch.Minor < 1));
         MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int>(
-            UseTensorCores ? Int8Kernels.MatVecMma : Int8Kernels.MatVec);
+            UseTensorCores ? Int8Kernels.MatVecMma : noDp4a ? Int8Kernels.MatVecScalar : Int8Kernels.MatVec);
         Smoothed = accelerator.Allocate1D<float>(maxCols);
         Scale = accelerator.Allocate1D<float>(1);
         NoSmooth = accelerator.Allocate1D<float>(1);
@@ -115,8 +116,10 @@ public sealed class Int8Format : IDisposable
         if (accelerator is not ILGPU.Runtime.Cuda.CudaAccelerator cuda)
             return (false, "scalar int8 x int8 multiply-add, int32 accumulation (CPU accelerator: CudaAsm unsupported)");
         const string dp4a = "dp4a.s32.s32 (inline PTX), int32 accumulation";
-        if (cuda.Architecture is { } arch && arch.Major < 8)
-            return (false, $"{dp4a} (sm_{arch.Major}{arch.Minor}: no m16n8k32 s8 mma)");
+        if (cuda.Architecture is { } arch && (arch.Major < 6 || (arch.Major == 6 && arch.Minor < 1)))
+            return (false, $"scalar int8 x int8 multiply-add, int32 accumulation (sm_{arch.Major}{arch.Minor}: no dp4a, no s8 mma)");
+        if (cuda.Architecture is { } arch2 && arch2.Major < 8)
+            return (false, $"{dp4a} (sm_{arch2.Major}{arch2.Minor}: no m16n8k32 s8 mma)");
         try
         {
             string? failure = TensorCoreSelfTest(cuda.DeviceId);

@@ -70,6 +70,7 @@ public sealed class IlgpuFp16Provider : IEngineProvider
                 {
                     ["weights"] = "IEEE half (RNE from the checkpoint value), 2 bytes each",
                     ["matmul"] = "half activations (RNE, integer emulation of cvt.rn.f16.f32) x half weights, exact products, float32 sequential accumulation, float32 output",
+                    ["tensor cores"] = "no: one thread per output row on CUDA cores (no mma.sync f16 path for the N = 1 decode matvec)",
                 });
         });
     }
@@ -113,7 +114,7 @@ public sealed class IlgpuInt8Provider : IEngineProvider
                 ["activations"] = "int8, dynamic per-token absmax scale in float32 (Quantizer.QuantizeActivationsInt8 rules, bit for bit)"
                     + (scheme == QuantScheme.SmoothQuant ? ", after x_j / s_j (float32 division)" : ""),
                 ["matmul"] = format.DotProduct + "; y = acc * (s_w * s_a) in float64, rounded once to float32",
-                ["tensor cores"] = "not used: no mma.sync s8 path (a decode matvec has N = 1; not verifiable without a GPU in this build)",
+                ["tensor cores"] = format.UseTensorCores ? "yes: mma.sync m16n8k32 s8 (self-tested at engine creation)" : "no (see matmul)",
                 ["calibration"] = calibrationNote,
             });
         });

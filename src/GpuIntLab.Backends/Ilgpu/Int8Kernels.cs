@@ -60,9 +60,25 @@ public static class Int8Kernels
             CudaAsm.Emit("dp4a.s32.s32 %0, %1, %2, %3;", out int d, a, b, acc);
             return d;
         }
+        return Dot4Scalar(a, b, acc);
+    }
+
+    /// <summary>Scalar dot of 4 packed int8 lanes (no inline PTX): for CUDA devices below sm_61, which lack dp4a.</summary>
+    public static int Dot4Scalar(int a, int b, int acc)
+    {
         for (int k = 0; k < 4; k++)
             acc += ((a << (24 - 8 * k)) >> 24) * ((b << (24 - 8 * k)) >> 24);
         return acc;
+    }
+
+    /// <summary><see cref="MatVec"/> without inline PTX (CUDA below sm_61).</summary>
+    public static void MatVecScalar(Index1D r, ArrayView<int> w, ArrayView<int> a, ArrayView<float> wScale, int perRow,
+        ArrayView<float> aScale, ArrayView<float> y, int rows, int words)
+    {
+        int acc = 0;
+        for (int k = 0; k < words; k++) acc = Dot4Scalar(w[(long)k * rows + r.X], a[k], acc);
+        double s = (double)wScale[r * perRow] * aScale[0];
+        y[r] = (float)(acc * s);
     }
 
     /// <summary>y[r] = (float)(acc_r * (wScale[r or 0] * aScale)); one thread per row; packed W column-major [words, rows].</summary>

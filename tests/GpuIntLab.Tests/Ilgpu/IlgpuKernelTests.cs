@@ -206,6 +206,9 @@ public class IlgpuKernelTests(IlgpuCpuFixture fixture, ITestOutputHelper output)
         scalar(rows, wd.View, ad.View, swd.View, 1, sad.View, y1.View, rows, words);
         mma((rows + 15) / 16 * 32, wd.View, ad.View, swd.View, 1, sad.View, y2.View, rows, words);
         Assert.Equal(y1.GetAsArray1D(), y2.GetAsArray1D());
+        var plain = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int>(Int8Kernels.MatVecScalar);
+        plain(rows, wd.View, ad.View, swd.View, 1, sad.View, y2.View, rows, words);
+        Assert.Equal(y1.GetAsArray1D(), y2.GetAsArray1D());
     }
 
     [Theory]
