@@ -285,6 +285,28 @@ public class IlgpuKernelTests(IlgpuCpuFixture fixture, ITestOutputHelper output)
         output.WriteLine($"int64 matvec [{rows}x{cols}] bit-exact vs Int128 + Q48.RoundShift; {edge.Length * edge.Length} edge products exact");
     }
 
+    /// <summary>Out-of-range Q16.48 results are flagged (the engine then throws Q48OverflowException, as the oracle does), never wrapped silently.</summary>
+    [Fact]
+    public void Int64OverflowIsFlagged()
+    {
+        var matVec = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, ArrayView<int>, int, int>(Int64Kernels.MatVec);
+        var residual = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<int>>(Int64Kernels.Residual);
+        using var err = Acc.Allocate1D<int>(1);
+        using var big = Acc.Allocate1D(new[] { long.MaxValue, long.MaxValue });
+        using var y = Acc.Allocate1D<long>(2);
+        err.MemSetToZero();
+        matVec(1, big.View.SubView(0, 2), big.View, y.View.SubView(0, 1), err.View, 1, 2); // (2^63)^2 * 2 / 2^48 >> 2^63
+        Assert.Equal(Int64Kernels.MatVecOverflow, err.GetAsArray1D()[0]);
+        err.MemSetToZero();
+        residual(2, big.View, big.View, err.View);
+        Assert.Equal(Int64Kernels.ResidualOverflow, err.GetAsArray1D()[0]);
+        err.MemSetToZero();
+        using var small = Acc.Allocate1D(new[] { 1L << 48, -(3L << 47) });
+        residual(2, small.View, small.View, err.View);
+        Assert.Equal(0, err.GetAsArray1D()[0]);
+        Assert.Equal(new[] { 2L << 48, -(3L << 48) }, small.GetAsArray1D());
+    }
+
     /// <summary>Schemes differ where they should: an outlier output channel hurts per-tensor scales, an outlier input channel is what SmoothQuant is for.</summary>
     [Fact]
     public void PerChannelBeatsPerTensorOnAnOutlierRowAndSmoothQuantOnAnOutlierActivation()
