@@ -1,3 +1,4 @@
+using GpuIntLab.Backends.Ilgpu;
 using GpuIntLab.Core.Inference;
 
 namespace GpuIntLab.Backends;
@@ -12,6 +13,10 @@ public static class BackendCatalog
     [
         new OracleProvider(),
         new ReferenceProvider(),
+        new IlgpuFp16Provider(),
+        new IlgpuInt8Provider(),
+        new IlgpuFp8Provider(),
+        new IlgpuInt64Provider(),
         .. Cuda.CudaProvider.All,
     ];
 
