@@ -113,7 +113,8 @@ public sealed class ExperimentRunner
                 var availability = provider.CheckAvailability(spec.Accelerator);
                 if (!availability.IsAvailable)
                 {
-                    foreach (int pi in cells) Emit(Error(pi, "unavailable: " + availability.Reason));
+                    string reason = availability.Reason.StartsWith("unavailable", StringComparison.Ordinal) ? availability.Reason : "unavailable: " + availability.Reason;
+                    foreach (int pi in cells) Emit(Error(pi, reason));
                     continue;
                 }
                 IInferenceEngine engine;
