@@ -71,13 +71,7 @@ public sealed class ReferenceEngine : IInferenceEngine
 
     public void Reset() => Position = 0;
 
-    public double[] Prefill(ReadOnlySpan<int> tokens)
-    {
-        EngineGuards.CheckTokens(_c, tokens, Position);
-        if (tokens.Length == 0) throw new ArgumentException("prefill needs at least one token", nameof(tokens));
-        for (int i = 0; i < tokens.Length - 1; i++) Forward(tokens[i], computeLogits: false);
-        return Forward(tokens[^1], computeLogits: true)!;
-    }
+    public double[] Prefill(ReadOnlySpan<int> tokens) => StepwisePrefill.Run(_c, tokens, Position, Forward);
 
     public double[] Decode(int token)
     {

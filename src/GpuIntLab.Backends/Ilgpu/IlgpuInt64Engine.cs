@@ -133,14 +133,12 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
 
     public void Reset() => Position = 0;
 
-    public double[] Prefill(ReadOnlySpan<int> tokens)
-    {
-        EngineGuards.CheckTokens(_c, tokens, Position);
-        if (tokens.Length == 0) throw new ArgumentException("prefill needs at least one token", nameof(tokens));
-        for (int i = 0; i < tokens.Length - 1; i++) Forward(tokens[i], computeLogits: false);
-        Forward(tokens[^1], computeLogits: true);
-        return ToDoubles(LastRawLogits);
-    }
+    public double[] Prefill(ReadOnlySpan<int> tokens) =>
+        StepwisePrefill.Run(_c, tokens, Position, (token, logits) =>
+        {
+            Forward(token, logits);
+            return logits ? ToDoubles(LastRawLogits) : null;
+        });
 
     public double[] Decode(int token) => ToDoubles(DecodeRaw(token));
 

@@ -47,6 +47,19 @@ public static class EngineGuards
     }
 }
 
+/// <summary>Prefill for engines that run one token per step: checks, then steps through the prompt, logits only at the end.</summary>
+public static class StepwisePrefill
+{
+    /// <param name="step">Runs one token; computes and returns logits only when asked.</param>
+    public static double[] Run(LlamaConfig config, ReadOnlySpan<int> tokens, int position, Func<int, bool, double[]?> step)
+    {
+        EngineGuards.CheckTokens(config, tokens, position);
+        if (tokens.Length == 0) throw new ArgumentException("prefill needs at least one token", nameof(tokens));
+        for (int i = 0; i < tokens.Length - 1; i++) step(tokens[i], false);
+        return step(tokens[^1], true) ?? throw new InvalidOperationException("the engine's step returned no logits");
+    }
+}
+
 /// <summary>Token ids outside the vocabulary, or more tokens than the context holds. The message is the whole story (no parameter suffix).</summary>
 public sealed class TokenInputException(string message) : ArgumentOutOfRangeException(null, message)
 {
