@@ -113,7 +113,11 @@ public static class ResultTables
         sb.AppendLine();
         sb.AppendLine("| backend | scheme | prompt | match | first divergence | near tie (oracle margin) | teacher-forced | decode tok/s (min-max) |");
         sb.AppendLine("|---|---|---|---|---|---|---|---|");
-        foreach (var r in cells.OrderBy(r => r.Backend, StringComparer.Ordinal).ThenBy(r => r.Scheme, StringComparer.Ordinal).ThenBy(r => r.Prompt, StringComparer.Ordinal))
+        // Rows follow the summary's (spec) order; a backend x scheme that failed on every prompt is already one summary row.
+        var order = rows.Select((r, i) => (r.Key, i)).ToDictionary(x => x.Key, x => x.i);
+        var whollyFailed = rows.Where(r => r.Error != null).Select(r => r.Key).ToHashSet();
+        foreach (var r in cells.Where(c => !whollyFailed.Contains($"{c.Backend}/{c.Scheme}"))
+                     .OrderBy(c => order[$"{c.Backend}/{c.Scheme}"]).ThenBy(c => c.Prompt, StringComparer.Ordinal))
         {
             if (r.Type == "error") { sb.AppendLine($"| {r.Backend} | {r.Scheme} | {r.Prompt} | {Escape(r.Error ?? "")} | | | | |"); continue; }
             string tie = r.NearTie == null ? "-" : $"{(r.NearTie.IsNearTie ? "yes" : "no")} ({r.NearTie.OracleMargin.ToString("F3", Inv)})";
