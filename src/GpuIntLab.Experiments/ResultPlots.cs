@@ -45,6 +45,8 @@ public static class ResultPlots
         plot.Title(title);
         plot.YLabel(yLabel);
         plot.Legend.IsVisible = true;
+        plot.Legend.Alignment = Alignment.UpperRight;
+        plot.Axes.Margins(top: 0.3);
         plot.Legend.ManualItems.Add(new LegendItem { LabelText = series.A, FillColor = Colors.SteelBlue });
         plot.Legend.ManualItems.Add(new LegendItem { LabelText = series.B, FillColor = Colors.Orange });
         plot.Layout.Fixed(new PixelPadding(80, 30, 170, 40));
