@@ -23,7 +23,7 @@ public static class TestData
 
     private static string BuildConformanceCheckpoints()
     {
-        string root = Path.Combine(Path.GetTempPath(), "gpuintlab-tests", "conformance-" + Environment.ProcessId);
+        string root = Path.Combine(RunRoot, "conformance");
         if (Directory.Exists(root)) Directory.Delete(root, true);
         var config = SeededCheckpointWriter.ConformanceConfig();
         SeededCheckpointWriter.Write(Path.Combine(root, "tiny-gqa-bf16"), config, new(TensorDtype.BF16), tokenizerModelPath: Llama2TokenizerPath);
@@ -33,15 +33,41 @@ public static class TestData
         return root;
     }
 
+    /// <summary>Test runs leave their checkpoints in the temp folder; a later run removes those of runs that have ended.</summary>
+    private static void RemoveLeftoversOfFinishedRuns(string parent)
+    {
+        if (!Directory.Exists(parent)) return;
+        foreach (var dir in Directory.GetDirectories(parent))
+        {
+            string name = Path.GetFileName(dir);
+            if (!name.StartsWith("run-", StringComparison.Ordinal) || !int.TryParse(name["run-".Length..], out int pid) || pid == Environment.ProcessId) continue;
+            bool alive;
+            try { using var p = System.Diagnostics.Process.GetProcessById(pid); alive = !p.HasExited; }
+            catch (ArgumentException) { alive = false; }
+            if (alive) continue;
+            try { Directory.Delete(dir, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
     public static string Sha256(string path)
     {
         using var f = File.OpenRead(path);
         return Convert.ToHexStringLower(SHA256.HashData(f));
     }
 
+    private static readonly Lazy<string> s_runRoot = new(() =>
+    {
+        string parent = Path.Combine(Path.GetTempPath(), "gpuintlab-tests");
+        RemoveLeftoversOfFinishedRuns(parent);
+        return Path.Combine(parent, "run-" + Environment.ProcessId);
+    }, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>This test run's scratch folder (removed by a later run once this process has ended).</summary>
+    public static string RunRoot => s_runRoot.Value;
+
     public static string TempDir(string name)
     {
-        string dir = Path.Combine(Path.GetTempPath(), "gpuintlab-tests", name + "-" + Guid.NewGuid().ToString("N")[..8]);
+        string dir = Path.Combine(RunRoot, name + "-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
         return dir;
     }
