@@ -27,7 +27,7 @@ public sealed record Shard(int Index, int Count)
 /// <summary>A progress report: which cell, which phase, how far.</summary>
 public sealed record RunProgress(int Cell, int CellCount, string Backend, string Scheme, string Prompt, string Phase, int TokensDone, int TokensTotal, double? TokensPerSecond);
 
-public sealed class RunOptions
+public sealed record RunOptions
 {
     public string? ModelOverride { get; init; }
     public Shard Shard { get; init; } = Shard.All;

@@ -45,9 +45,8 @@ public static class RunCommand
                 .Start(ctx =>
                 {
                     var tasks = new Dictionary<int, ProgressTask>();
-                    summary = runner.Run(spec, new RunOptions
+                    summary = runner.Run(spec, options with
                     {
-                        ModelOverride = options.ModelOverride, Shard = options.Shard, ResultsDirectory = options.ResultsDirectory, Command = command,
                         Progress = p =>
                         {
                             if (!tasks.TryGetValue(p.Cell, out var task))
@@ -62,9 +61,8 @@ public static class RunCommand
         else
         {
             string last = "";
-            summary = runner.Run(spec, new RunOptions
+            summary = runner.Run(spec, options with
             {
-                ModelOverride = options.ModelOverride, Shard = options.Shard, ResultsDirectory = options.ResultsDirectory, Command = command,
                 Progress = p =>
                 {
                     // Plain lines when redirected: one per cell phase, with the rate when known.
