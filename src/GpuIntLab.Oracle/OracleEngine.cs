@@ -211,21 +211,11 @@ public sealed class OracleEngine : IInferenceEngine
     {
         ulong lo = 0; long hi = 0;
         for (int i = 0; i < x.Length; i++) ExactMatrix.Accumulate(ref hi, ref lo, x[i], x[i]);
-        long mean = DivideRound(new Int128((ulong)hi, lo), (Int128)x.Length << Q48.FracBits);
+        long mean = Q48.DivideRound(new Int128((ulong)hi, lo), (Int128)x.Length << Q48.FracBits);
         long inverse = Q48.Rsqrt(mean + _epsilon);
         for (int i = 0; i < x.Length; i++) output[i] = Q48.Mul(weight[i], Q48.Mul(x[i], inverse));
     }
 
-    /// <summary>numerator / denominator (denominator &gt; 0), rounded to nearest even.</summary>
-    internal static long DivideRound(Int128 numerator, Int128 denominator)
-    {
-        var (q, r) = Int128.DivRem(numerator, denominator);
-        if (r < 0) { q -= 1; r += denominator; } // floor division
-        Int128 twice = r << 1;
-        if (twice > denominator || (twice == denominator && (q & 1) != 0)) q += 1;
-        if (q > long.MaxValue || q < long.MinValue) throw new Q48OverflowException($"division result {q} exceeds the Q16.48 range");
-        return (long)q;
-    }
 
     /// <summary>HF rotate-half RoPE on one head: pairs (i, i + head_dim/2), each output one exact 128-bit sum rounded once.</summary>
     private void Rope(Span<long> head, int pos)

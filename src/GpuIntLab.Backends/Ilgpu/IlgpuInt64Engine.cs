@@ -213,7 +213,7 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
         _sumSquares(1, x, _sumSq.View, _c.HiddenSize);
         _sumSq.View.CopyToCPU(_hostSumSq);
         var sum = new Int128((ulong)_hostSumSq[0], (ulong)_hostSumSq[1]);
-        long mean = DivideRound(sum, (Int128)_c.HiddenSize << Q48.FracBits);
+        long mean = Q48.DivideRound(sum, (Int128)_c.HiddenSize << Q48.FracBits);
         long inverse = Q48.Rsqrt(mean + _epsilon);
         _normApply(_c.HiddenSize, x, weight, output, inverse, _error.View);
     }
@@ -238,16 +238,6 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
         throw new Q48OverflowException($"ilgpu-int64: {op} left the Q16.48 range (layer {layer}, before/at {where})");
     }
 
-    /// <summary>numerator / denominator (denominator &gt; 0), RNE: the oracle's DivideRound.</summary>
-    internal static long DivideRound(Int128 numerator, Int128 denominator)
-    {
-        var (q, r) = Int128.DivRem(numerator, denominator);
-        if (r < 0) { q -= 1; r += denominator; }
-        Int128 twice = r << 1;
-        if (twice > denominator || (twice == denominator && (q & 1) != 0)) q += 1;
-        if (q > long.MaxValue || q < long.MinValue) throw new Q48OverflowException($"division result {q} exceeds the Q16.48 range");
-        return (long)q;
-    }
 
     private void DisposeAll()
     {

@@ -86,6 +86,21 @@ public static partial class Q48
         return r;
     }
 
+    /// <summary>
+    /// numerator / denominator (denominator &gt; 0) rounded once to nearest, ties to even, as a raw Q16.48 value:
+    /// RMSNorm divides its exact 128-bit sum of squares by n * 2^48 with it.
+    /// </summary>
+    public static long DivideRound(Int128 numerator, Int128 denominator)
+    {
+        if (denominator <= 0) throw new ArgumentOutOfRangeException(nameof(denominator), "denominator must be positive");
+        var (q, r) = Int128.DivRem(numerator, denominator);
+        if (r < 0) { q -= 1; r += denominator; } // floor division
+        Int128 twice = r << 1;
+        if (twice > denominator || (twice == denominator && (q & 1) != 0)) q += 1;
+        if (q > long.MaxValue || q < long.MinValue) throw new Q48OverflowException($"division result {q} exceeds the Q16.48 range");
+        return (long)q;
+    }
+
     /// <summary>sqrt(x), correctly rounded (RNE; ties cannot occur). Throws for x &lt; 0.</summary>
     public static long Sqrt(long x)
     {
