@@ -17,6 +17,7 @@ internal sealed unsafe class ExactMatrix
     private readonly byte* _data;          // BF16/F16 payload in the mapping
     private readonly long[]? _converted;   // F32 (or 1-D) tensors converted at load
     private readonly long[]? _table;       // exact Q16.48 of every 16-bit pattern
+    private BlockExponentWeights? _fast;   // vector layout for BF16 / M8E8 (null: scalar only)
 
     public int Rows { get; }
     public int Cols { get; }
@@ -45,7 +46,11 @@ internal sealed unsafe class ExactMatrix
         return table;
     }
 
-    public static ExactMatrix Load(LlamaCheckpoint checkpoint, TensorInfo tensor)
+    /// <summary>
+    /// Loads a weight matrix. <paramref name="forProducts"/> false (the embedding table when the LM head is a separate
+    /// tensor) skips the fast layout: only rows are ever read from it.
+    /// </summary>
+    public static ExactMatrix Load(LlamaCheckpoint checkpoint, TensorInfo tensor, bool forProducts = true)
     {
         int rows = tensor.Shape[0];
         int cols = tensor.Shape.Length > 1 ? tensor.Shape[1] : 1;
@@ -58,17 +63,39 @@ internal sealed unsafe class ExactMatrix
             _ => s_m8e8Table.Value,
         };
         var matrix = new ExactMatrix(tensor.Name, rows, cols, checkpoint.Pointer(tensor), table, null);
-        matrix.CheckRange(tensor);
+        if (forProducts && tensor.Dtype is TensorDtype.BF16 or TensorDtype.M8E8 && BlockExponentWeights.IsSupported && UseVectorPath)
+        {
+            // Transcoded from file reads, validating every weight on the way; the mapped pages are never touched.
+            matrix._fast = BlockExponentWeights.Build(
+                (first, count, destination) => checkpoint.ReadBytes(tensor, (long)first * cols * 2, System.Runtime.InteropServices.MemoryMarshal.AsBytes(destination)),
+                rows, cols, table, Unrepresentable, Environment.ProcessorCount, out var invalid);
+            if (invalid is { } bad) throw OutOfRange(tensor, bad.Element, bad.Code);
+        }
+        else matrix.CheckRange(tensor);
         return matrix;
     }
+
+    /// <summary>
+    /// Whether matrices loaded from now on use the vector path where the machine supports it. Off only for
+    /// tests that compare the two paths; both give the same bits.
+    /// </summary>
+    internal static bool UseVectorPath { get; set; } = true;
+
+    /// <summary>Weights the vector path adds from its exception lists (0 without a vector path).</summary>
+    internal int VectorExceptions => _fast?.ExceptionCount ?? 0;
+
+    /// <summary>The fast layout, if this matrix has one.</summary>
+    internal BlockExponentWeights? VectorLayout => _fast;
+
+    private static ModelLoadException OutOfRange(TensorInfo tensor, long element, ushort code) =>
+        new($"{tensor.FilePath}: tensor '{tensor.Name}' element {element} ({tensor.Dtype} 0x{code:X4}) is outside the Q16.48 range (|x| < 32768) or not finite");
 
     /// <summary>Fails at load, naming the tensor and element, if any weight is outside the Q16.48 range.</summary>
     private void CheckRange(TensorInfo tensor)
     {
         var bits = new ReadOnlySpan<ushort>(_data, checked(Rows * Cols));
         for (int i = 0; i < bits.Length; i++)
-            if (_table![bits[i]] == Unrepresentable)
-                throw new ModelLoadException($"{tensor.FilePath}: tensor '{tensor.Name}' element {i} ({tensor.Dtype} 0x{bits[i]:X4}) is outside the Q16.48 range (|x| < 32768) or not finite");
+            if (_table![bits[i]] == Unrepresentable) throw OutOfRange(tensor, i, bits[i]);
     }
 
     /// <summary>Row <paramref name="row"/> as Q16.48 raws.</summary>
@@ -80,11 +107,22 @@ internal sealed unsafe class ExactMatrix
         for (int i = 0; i < bits.Length; i++) destination[i] = table[bits[i]];
     }
 
-    /// <summary>Exact sum over the row of weight * x, as a Q32.96 128-bit integer.</summary>
+    /// <summary>Exact sum over the row of weight * x, as a Q32.96 128-bit integer (one row: tests and diagnostics).</summary>
     public Int128 DotRow(int row, ReadOnlySpan<long> x)
     {
         if (x.Length != Cols) throw new ArgumentException($"{Name}: dot of a {Cols}-column row with {x.Length} values");
-        fixed (long* px = x) return DotRow(row, px);
+        fixed (long* px = x)
+        {
+            if (_fast is not { } fast) return DotRow(row, px);
+            var prepared = new long[fast.PreparedLength];
+            var totals = stackalloc Int128[BlockExponentWeights.RowsPerQuad];
+            fixed (long* pp = prepared)
+            {
+                if (!fast.PrepareActivation(px, pp)) return fast.ScalarDot(row, px);
+                fast.Dot4(row / BlockExponentWeights.RowsPerQuad, pp, px, totals);
+                return totals[row % BlockExponentWeights.RowsPerQuad];
+            }
+        }
     }
 
     /// <summary>
@@ -145,17 +183,72 @@ internal sealed unsafe class ExactMatrix
     {
         if (x.Length < (long)tokens * Cols) throw new ArgumentException($"{Name}: matmul input holds {x.Length} values, needs {tokens} x {Cols}");
         int rows = Rows;
-        void Range(int start, int end)
+        fixed (long* px = x)
         {
-            fixed (long* px = x)
+            long* pxs = px;
+            if (_fast is { } fast)
+            {
+                // The activation limbs are prepared once per token, shared by all rows and threads.
+                int length = fast.PreparedLength;
+                var prepared = PreparedBuffer((long)length * tokens);
+                bool vector = true;
+                fixed (long* pp = prepared)
+                    for (int t = 0; t < tokens && vector; t++) vector = fast.PrepareActivation(pxs + (long)t * Cols, pp + (long)t * length);
+                if (vector) { FastMatMul(fast, y, pxs, prepared, tokens, threads); return; }
+            }
+            void Range(int start, int end)
+            {
                 for (int r = start; r < end; r++)
                     for (int t = 0; t < tokens; t++)
-                        y[(long)t * rows + r] = Round(r, DotRow(r, px + (long)t * Cols));
+                    {
+                        long* xt = pxs + (long)t * Cols;
+                        y[(long)t * rows + r] = Round(r, _fast is { } f ? f.ScalarDot(r, xt) : DotRow(r, xt));
+                    }
+            }
+            if (threads <= 1 || (long)rows * Cols * tokens < 1 << 16) { Range(0, rows); return; }
+            int parts = Math.Min(threads, rows);
+            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, part =>
+                Range((int)((long)rows * part / parts), (int)((long)rows * (part + 1) / parts)));
         }
-        if (threads <= 1 || (long)rows * Cols * tokens < 1 << 16) { Range(0, rows); return; }
-        int parts = Math.Min(threads, rows);
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, part =>
-            Range((int)((long)rows * part / parts), (int)((long)rows * (part + 1) / parts)));
+    }
+
+    /// <summary>Row ranges per thread in a matmul (taken dynamically, so a core slowed by other load hands work over).</summary>
+    private const int PartsPerThread = 4;
+
+    /// <summary>The vector path: quads of rows split over threads, every token of the run per quad.</summary>
+    private void FastMatMul(BlockExponentWeights fast, long* y, long* x, long[] prepared, int tokens, int threads)
+    {
+        int rows = Rows, cols = Cols, length = fast.PreparedLength;
+        fixed (long* pp = prepared)
+        {
+            long* pps = pp;
+            void Range(int start, int end)
+            {
+                var dots = stackalloc Int128[BlockExponentWeights.RowsPerQuad];
+                for (int q = start; q < end; q++)
+                    for (int t = 0; t < tokens; t++)
+                    {
+                        fast.Dot4(q, pps + (long)t * length, x + (long)t * cols, dots);
+                        int r0 = q * BlockExponentWeights.RowsPerQuad, count = Math.Min(BlockExponentWeights.RowsPerQuad, rows - r0);
+                        for (int k = 0; k < count; k++) y[(long)t * rows + r0 + k] = Round(r0 + k, dots[k]);
+                    }
+            }
+            int quads = fast.Quads;
+            if (threads <= 1 || (long)rows * cols * tokens < 1 << 16) { Range(0, quads); return; }
+            // More parts than threads, taken dynamically: a core slowed by anything else hands its share to the other.
+            int parts = Math.Min(threads * PartsPerThread, quads);
+            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, part =>
+                Range((int)((long)quads * part / parts), (int)((long)quads * (part + 1) / parts)));
+        }
+    }
+
+    [ThreadStatic] private static long[]? t_prepared;
+
+    /// <summary>A per-calling-thread scratch for prepared activations (matmuls on one engine run one at a time).</summary>
+    private static long[] PreparedBuffer(long length)
+    {
+        if (t_prepared == null || t_prepared.Length < length) t_prepared = GC.AllocateUninitializedArray<long>(checked((int)length), pinned: true);
+        return t_prepared;
     }
 
     private long Round(int row, Int128 dot)

@@ -38,7 +38,7 @@ public sealed class OracleEngine : IInferenceEngine
     {
         _c = checkpoint.Config;
         _threads = Math.Max(1, threads);
-        _embedding = ExactMatrix.Load(checkpoint, checkpoint.Info(LlamaCheckpoint.EmbeddingName));
+        _embedding = ExactMatrix.Load(checkpoint, checkpoint.Info(LlamaCheckpoint.EmbeddingName), forProducts: checkpoint.LmHead.Name == LlamaCheckpoint.EmbeddingName);
         _layers = new Layer[_c.NumHiddenLayers];
         for (int l = 0; l < _layers.Length; l++)
         {
@@ -156,7 +156,7 @@ public sealed class OracleEngine : IInferenceEngine
             // SwiGLU MLP block.
             for (int t = 0; t < n; t++) RmsNorm(s.Xb.AsSpan(t * d, d), s.X.AsSpan(t * d, d), w.PostNorm);
             fixed (long* hb = s.Hb, hb2 = s.Hb2) { w.Gate.MatMul(hb, s.Xb, n, _threads); w.Up.MatMul(hb2, s.Xb, n, _threads); }
-            for (int i = 0; i < s.Hb.Length; i++) s.Hb[i] = Q48.Mul(Q48.Silu(s.Hb[i]), s.Hb2[i]);
+            SwiGlu(s.Hb, s.Hb2);
             fixed (long* xb = s.Xb) w.Down.MatMul(xb, s.Hb, n, _threads);
             AddResidual(s.X, s.Xb, l, "mlp");
         }
@@ -192,6 +192,19 @@ public sealed class OracleEngine : IInferenceEngine
         }
         var output = s.Attention.AsSpan(t * _c.HiddenSize + h * hd, hd);
         for (int i = 0; i < hd; i++) output[i] = Q48.RoundShift(new Int128((ulong)accHi[i], accLo[i]), Q48.FracBits);
+    }
+
+    /// <summary>hb = silu(hb) * hb2, elementwise; the high-precision SiLU is costly enough to split over threads.</summary>
+    private void SwiGlu(long[] hb, long[] hb2)
+    {
+        static void Range(long[] hb, long[] hb2, int start, int end)
+        {
+            for (int i = start; i < end; i++) hb[i] = Q48.Mul(Q48.Silu(hb[i]), hb2[i]);
+        }
+        int n = hb.Length, parts = Math.Min(_threads, n / 1024);
+        if (parts <= 1) { Range(hb, hb2, 0, n); return; }
+        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+            Range(hb, hb2, (int)((long)n * p / parts), (int)((long)n * (p + 1) / parts)));
     }
 
     private static void AddResidual(long[] x, long[] delta, int layer, string block)

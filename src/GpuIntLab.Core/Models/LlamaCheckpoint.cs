@@ -189,6 +189,9 @@ public sealed class LlamaCheckpoint : IDisposable
 
     public unsafe byte* Pointer(TensorInfo t) => _tensors[t.Name].File.GetPointer(t);
 
+    /// <summary>Copies bytes of a tensor with a file read, bypassing the mapping (see <see cref="ITensorStore.Read"/>).</summary>
+    public void ReadBytes(TensorInfo t, long offset, Span<byte> destination) => _tensors[t.Name].File.Read(t, offset, destination);
+
     /// <summary>The tensor as exact float64 values (boundary use: float64 engine, quantizers).</summary>
     public double[] ReadDouble(TensorInfo t)
     {

@@ -30,6 +30,7 @@ public sealed unsafe class NativeModelFile : ITensorStore
     private const int HeaderStart = 56;
 
     private readonly MemoryMappedFile _map;
+    private readonly Microsoft.Win32.SafeHandles.SafeFileHandle? _file;  // positional reads (Read)
     private readonly MemoryMappedViewAccessor _view;
     private readonly byte* _base;
     private bool _disposed;
@@ -54,6 +55,7 @@ public sealed unsafe class NativeModelFile : ITensorStore
         string Bad(string problem) => $"{path}: corrupt native model file: {problem}";
         if (length < HeaderStart) throw new ModelLoadException(Bad($"{length} bytes is shorter than the {HeaderStart}-byte preamble (truncated?)"));
         _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        _file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
         byte* p = null;
         _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
@@ -94,11 +96,11 @@ public sealed unsafe class NativeModelFile : ITensorStore
                 if (offset < HeaderStart + (long)headerLength || len < 0 || offset + len > length)
                     throw new ModelLoadException(Bad($"'{name}' spans bytes [{offset}, {offset + len}) but the file has {length} (truncated?)"));
             // Every blob's checksum, in parallel: a flipped bit anywhere is reported, never computed with.
+            // Read through the file handle, not the mapping, so verifying does not fault the whole file into the process.
             string? mismatch = null;
             Parallel.ForEach(blobs, b =>
             {
-                var hash = Convert.ToHexStringLower(SHA256.HashData(new ReadOnlySpan<byte>(_base + b.Offset, checked((int)b.Length))));
-                if (hash != b.Sha) mismatch = b.Name;
+                if (Sha256Of(_file!, b.Offset, b.Length) != b.Sha) mismatch = b.Name;
             });
             if (mismatch != null) throw new ModelLoadException(Bad($"checksum mismatch in '{mismatch}'"));
             Tensors = tensors;
@@ -116,6 +118,21 @@ public sealed unsafe class NativeModelFile : ITensorStore
             Dispose();
             throw;
         }
+    }
+
+    private static string Sha256Of(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long length)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[1 << 20];
+        for (long done = 0; done < length;)
+        {
+            int want = (int)Math.Min(buffer.Length, length - done);
+            int read = RandomAccess.Read(file, buffer.AsSpan(0, want), offset + done);
+            if (read <= 0) throw new IOException("unexpected end of file");
+            hash.AppendData(buffer, 0, read);
+            done += read;
+        }
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
     public static NativeModelFile Open(string path)
@@ -137,6 +154,12 @@ public sealed unsafe class NativeModelFile : ITensorStore
         return _base + tensor.DataOffset;
     }
 
+    public void Read(TensorInfo tensor, long offset, Span<byte> destination)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        SafetensorsFile.ReadAt(_file!, Path, tensor, tensor.DataOffset, offset, destination);
+    }
+
     public void Dispose()
     {
         if (_disposed) return;
@@ -144,6 +167,7 @@ public sealed unsafe class NativeModelFile : ITensorStore
         _view.SafeMemoryMappedViewHandle.ReleasePointer();
         _view.Dispose();
         _map.Dispose();
+        _file?.Dispose();
     }
 
     /// <summary>Writes the checkpoint as a native file: M8E8 where every value fits, Q48 otherwise. Returns the encoding chosen per tensor.</summary>

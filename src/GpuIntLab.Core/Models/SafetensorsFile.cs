@@ -21,6 +21,7 @@ public sealed unsafe class SafetensorsFile : ITensorStore
 {
     private const long MaxHeaderBytes = 100L * 1024 * 1024;
     private readonly MemoryMappedFile? _map;
+    private readonly Microsoft.Win32.SafeHandles.SafeFileHandle? _file;  // positional reads (Read)
     private readonly MemoryMappedViewAccessor? _view;
     private readonly byte* _base;
     private readonly long _dataStart;
@@ -37,6 +38,7 @@ public sealed unsafe class SafetensorsFile : ITensorStore
         FileLength = new FileInfo(path).Length;
         if (FileLength < 8) throw new ModelLoadException($"{path}: malformed safetensors: file is {FileLength} bytes, shorter than the 8-byte header length");
         _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        _file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
         byte* p = null;
         _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
@@ -135,6 +137,26 @@ public sealed unsafe class SafetensorsFile : ITensorStore
         return _base + _dataStart + tensor.DataOffset;
     }
 
+    public void Read(TensorInfo tensor, long offset, Span<byte> destination)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ReadAt(_file!, Path, tensor, _dataStart + tensor.DataOffset, offset, destination);
+    }
+
+    /// <summary>Positional read of a tensor's bytes (see <see cref="ITensorStore.Read"/>); thread-safe.</summary>
+    internal static void ReadAt(Microsoft.Win32.SafeHandles.SafeFileHandle handle, string path, TensorInfo tensor, long fileOffset, long offset, Span<byte> destination)
+    {
+        if (offset < 0 || offset + destination.Length > tensor.ByteLength)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"{path}: bytes [{offset}, {offset + destination.Length}) are outside tensor '{tensor.Name}' ({tensor.ByteLength} bytes)");
+        while (destination.Length > 0)
+        {
+            int read = RandomAccess.Read(handle, destination, fileOffset + offset);
+            if (read <= 0) throw new ModelLoadException($"{path}: unexpected end of file reading tensor '{tensor.Name}' (truncated?)");
+            destination = destination[read..];
+            offset += read;
+        }
+    }
+
     private bool _disposed;
     public void Dispose()
     {
@@ -143,5 +165,6 @@ public sealed unsafe class SafetensorsFile : ITensorStore
         _view?.SafeMemoryMappedViewHandle.ReleasePointer();
         _view?.Dispose();
         _map?.Dispose();
+        _file?.Dispose();
     }
 }
