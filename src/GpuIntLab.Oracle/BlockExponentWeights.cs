@@ -221,11 +221,11 @@ internal sealed unsafe class BlockExponentWeights
         for (int c = 0; c < Groups * Group; c++)
         {
             long value = c < Cols ? x[c] : 0;
-            long low = (int)value;
-            long high = (value - low) >> 32;
+            int low = (int)value;
+            long high = (value >> 32) + (low < 0 ? 1 : 0); // value = high·2^32 + low, computed without overflow
             if (high > int.MaxValue) return false;
             int* slot = limbs + c / Group * 2 * Group + c % Group;
-            slot[0] = (int)low;
+            slot[0] = low;
             slot[Group] = (int)high;
         }
         return true;
