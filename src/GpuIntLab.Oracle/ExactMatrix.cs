@@ -179,67 +179,111 @@ internal sealed unsafe class ExactMatrix
     /// y[t, r] = round(W[r,:] . x[t,:]) for a batch of <paramref name="tokens"/> rows of x ([tokens, Cols]);
     /// each weight row is read once for the whole batch (prefill). Rows are split over threads.
     /// </summary>
-    public void MatMul(long* y, long[] x, int tokens, int threads)
+    public void MatMul(long* y, long[] x, int tokens, int threads) => MatMulShared([this], [(nint)y], x, tokens, threads);
+
+    /// <summary>
+    /// Several matrices of the same width applied to the same activations x ([tokens, Cols]) in one parallel pass:
+    /// x is prepared once and one dispatch covers every matrix's rows (q, k and v; gate and up). With
+    /// <paramref name="rowsDone"/> the matrices must have the same rows: each part of the pass computes the same rows
+    /// of every matrix and then calls rowsDone(firstRow, endRow) on them, so elementwise work on those outputs (the
+    /// SwiGLU of gate and up) joins the pass. outputs[i] points at matrix i's [tokens, Rows] result.
+    /// </summary>
+    public static void MatMulShared(ExactMatrix[] matrices, nint[] outputs, long[] x, int tokens, int threads, Action<int, int>? rowsDone = null)
     {
-        if (x.Length < (long)tokens * Cols) throw new ArgumentException($"{Name}: matmul input holds {x.Length} values, needs {tokens} x {Cols}");
-        int rows = Rows;
+        var first = matrices[0];
+        int cols = first.Cols;
+        foreach (var m in matrices)
+        {
+            if (m.Cols != cols || (rowsDone != null && m.Rows != first.Rows)) throw new ArgumentException($"{m.Name}: shape does not match {first.Name} in a shared matmul");
+            if (x.Length < (long)tokens * cols) throw new ArgumentException($"{m.Name}: matmul input holds {x.Length} values, needs {tokens} x {cols}");
+        }
+        long work = matrices.Sum(m => (long)m.Rows) * cols * tokens;
+        bool parallel = threads > 1 && work >= 1 << 16;
         fixed (long* px = x)
         {
-            long* pxs = px;
-            if (_fast is { } fast)
+            long* xs = px;
+            bool vector = matrices.All(m => m._fast != null);
+            long[]? prepared = null;
+            if (vector)
             {
-                // The activation limbs are prepared once per token, shared by all rows and threads.
-                int length = fast.PreparedLength;
-                var prepared = PreparedBuffer((long)length * tokens);
-                bool vector = true;
+                // The activation limbs, once per token, shared by every matrix, row and thread.
+                int length = first._fast!.PreparedLength;
+                prepared = PreparedBuffer((long)length * tokens);
                 fixed (long* pp = prepared)
-                    for (int t = 0; t < tokens && vector; t++) vector = fast.PrepareActivation(pxs + (long)t * Cols, pp + (long)t * length);
-                if (vector) { FastMatMul(fast, y, pxs, prepared, tokens, threads); return; }
+                    for (int t = 0; t < tokens && vector; t++) vector = first._fast.PrepareActivation(xs + (long)t * cols, pp + (long)t * length);
             }
-            void Range(int start, int end)
+            if (!vector)
             {
-                for (int r = start; r < end; r++)
-                    for (int t = 0; t < tokens; t++)
-                    {
-                        long* xt = pxs + (long)t * Cols;
-                        y[(long)t * rows + r] = Round(r, _fast is { } f ? f.ScalarDot(r, xt) : DotRow(r, xt));
-                    }
+                // Scalar exact path: each matrix on its own, rows split over threads; then the elementwise work.
+                foreach (var (m, y) in matrices.Zip(outputs))
+                    Dispatch(m.Rows, parallel ? threads : 1, (start, end) => m.ScalarRows((long*)y, xs, tokens, start, end));
+                rowsDone?.Invoke(0, first.Rows);
+                return;
             }
-            if (threads <= 1 || (long)rows * Cols * tokens < 1 << 16) { Range(0, rows); return; }
-            int parts = Math.Min(threads, rows);
-            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, part =>
-                Range((int)((long)rows * part / parts), (int)((long)rows * (part + 1) / parts)));
+            fixed (long* pp = prepared)
+            {
+                long* prep = pp;
+                if (rowsDone != null)
+                {
+                    int rows = first.Rows;
+                    Dispatch(first._fast!.Quads, parallel ? threads : 1, (start, end) =>
+                    {
+                        for (int i = 0; i < matrices.Length; i++) matrices[i].QuadRows((long*)outputs[i], xs, prep, tokens, start, end);
+                        rowsDone(start * BlockExponentWeights.RowsPerQuad, Math.Min(rows, end * BlockExponentWeights.RowsPerQuad));
+                    });
+                    return;
+                }
+                // The matrices' quads laid end to end, one index space.
+                var quadStart = new int[matrices.Length + 1];
+                for (int i = 0; i < matrices.Length; i++) quadStart[i + 1] = quadStart[i] + matrices[i]._fast!.Quads;
+                Dispatch(quadStart[^1], parallel ? threads : 1, (start, end) =>
+                {
+                    for (int i = 0; i < matrices.Length; i++)
+                    {
+                        int a = Math.Max(start, quadStart[i]), b = Math.Min(end, quadStart[i + 1]);
+                        if (a < b) matrices[i].QuadRows((long*)outputs[i], xs, prep, tokens, a - quadStart[i], b - quadStart[i]);
+                    }
+                });
+            }
         }
     }
 
     /// <summary>Row ranges per thread in a matmul (taken dynamically, so a core slowed by other load hands work over).</summary>
     private const int PartsPerThread = 4;
 
-    /// <summary>The vector path: quads of rows split over threads, every token of the run per quad.</summary>
-    private void FastMatMul(BlockExponentWeights fast, long* y, long* x, long[] prepared, int tokens, int threads)
+    /// <summary>Runs range(start, end) over [0, items): inline with one thread, else in dynamically taken parts.</summary>
+    private static void Dispatch(int items, int threads, Action<int, int> range)
     {
+        if (threads <= 1 || items <= 1) { range(0, items); return; }
+        int parts = Math.Min(threads * PartsPerThread, items);
+        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, part =>
+            range((int)((long)items * part / parts), (int)((long)items * (part + 1) / parts)));
+    }
+
+    /// <summary>Vector path: quads [start, end) of this matrix for every token of the batch.</summary>
+    private void QuadRows(long* y, long* x, long* prepared, int tokens, int start, int end)
+    {
+        var fast = _fast!;
         int rows = Rows, cols = Cols, length = fast.PreparedLength;
-        fixed (long* pp = prepared)
-        {
-            long* pps = pp;
-            void Range(int start, int end)
+        var dots = stackalloc Int128[BlockExponentWeights.RowsPerQuad];
+        for (int q = start; q < end; q++)
+            for (int t = 0; t < tokens; t++)
             {
-                var dots = stackalloc Int128[BlockExponentWeights.RowsPerQuad];
-                for (int q = start; q < end; q++)
-                    for (int t = 0; t < tokens; t++)
-                    {
-                        fast.Dot4(q, pps + (long)t * length, x + (long)t * cols, dots);
-                        int r0 = q * BlockExponentWeights.RowsPerQuad, count = Math.Min(BlockExponentWeights.RowsPerQuad, rows - r0);
-                        for (int k = 0; k < count; k++) y[(long)t * rows + r0 + k] = Round(r0 + k, dots[k]);
-                    }
+                fast.Dot4(q, prepared + (long)t * length, x + (long)t * cols, dots);
+                int r0 = q * BlockExponentWeights.RowsPerQuad, count = Math.Min(BlockExponentWeights.RowsPerQuad, rows - r0);
+                for (int k = 0; k < count; k++) y[(long)t * rows + r0 + k] = Round(r0 + k, dots[k]);
             }
-            int quads = fast.Quads;
-            if (threads <= 1 || (long)rows * cols * tokens < 1 << 16) { Range(0, quads); return; }
-            // More parts than threads, taken dynamically: a core slowed by anything else hands its share to the other.
-            int parts = Math.Min(threads * PartsPerThread, quads);
-            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, part =>
-                Range((int)((long)quads * part / parts), (int)((long)quads * (part + 1) / parts)));
-        }
+    }
+
+    /// <summary>Scalar path: rows [start, end) for every token of the batch.</summary>
+    private void ScalarRows(long* y, long* x, int tokens, int start, int end)
+    {
+        for (int r = start; r < end; r++)
+            for (int t = 0; t < tokens; t++)
+            {
+                long* xt = x + (long)t * Cols;
+                y[(long)t * Rows + r] = Round(r, _fast is { } f ? f.ScalarDot(r, xt) : DotRow(r, xt));
+            }
     }
 
     [ThreadStatic] private static long[]? t_prepared;

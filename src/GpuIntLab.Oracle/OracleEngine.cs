@@ -129,9 +129,7 @@ public sealed class OracleEngine : IInferenceEngine
             // Attention block.
             for (int t = 0; t < n; t++) RmsNorm(s.Xb.AsSpan(t * d, d), s.X.AsSpan(t * d, d), w.InputNorm);
             fixed (long* q = s.Q, k = s.K, v = s.V)
-            {
-                w.Q.MatMul(q, s.Xb, n, _threads); w.K.MatMul(k, s.Xb, n, _threads); w.V.MatMul(v, s.Xb, n, _threads);
-            }
+                ExactMatrix.MatMulShared([w.Q, w.K, w.V], [(nint)q, (nint)k, (nint)v], s.Xb, n, _threads);
             for (int t = 0; t < n; t++)
             {
                 for (int h = 0; h < _c.NumAttentionHeads; h++) Rope(s.Q.AsSpan(t * d + h * hd, hd), pos0 + t);
@@ -155,8 +153,14 @@ public sealed class OracleEngine : IInferenceEngine
 
             // SwiGLU MLP block.
             for (int t = 0; t < n; t++) RmsNorm(s.Xb.AsSpan(t * d, d), s.X.AsSpan(t * d, d), w.PostNorm);
-            fixed (long* hb = s.Hb, hb2 = s.Hb2) { w.Gate.MatMul(hb, s.Xb, n, _threads); w.Up.MatMul(hb2, s.Xb, n, _threads); }
-            SwiGlu(s.Hb, s.Hb2);
+            // gate and up in one pass, each part finishing its rows with hb = silu(gate) * up (the costly SiLU rides along).
+            int inter = _c.IntermediateSize;
+            fixed (long* hb = s.Hb, hb2 = s.Hb2)
+                ExactMatrix.MatMulShared([w.Gate, w.Up], [(nint)hb, (nint)hb2], s.Xb, n, _threads, (start, end) =>
+                {
+                    for (int t = 0; t < n; t++)
+                        for (int i = t * inter + start; i < t * inter + end; i++) s.Hb[i] = Q48.Mul(Q48.Silu(s.Hb[i]), s.Hb2[i]);
+                });
             fixed (long* xb = s.Xb) w.Down.MatMul(xb, s.Hb, n, _threads);
             AddResidual(s.X, s.Xb, l, "mlp");
         }
@@ -192,19 +196,6 @@ public sealed class OracleEngine : IInferenceEngine
         }
         var output = s.Attention.AsSpan(t * _c.HiddenSize + h * hd, hd);
         for (int i = 0; i < hd; i++) output[i] = Q48.RoundShift(new Int128((ulong)accHi[i], accLo[i]), Q48.FracBits);
-    }
-
-    /// <summary>hb = silu(hb) * hb2, elementwise; the high-precision SiLU is costly enough to split over threads.</summary>
-    private void SwiGlu(long[] hb, long[] hb2)
-    {
-        static void Range(long[] hb, long[] hb2, int start, int end)
-        {
-            for (int i = start; i < end; i++) hb[i] = Q48.Mul(Q48.Silu(hb[i]), hb2[i]);
-        }
-        int n = hb.Length, parts = Math.Min(_threads, n / 1024);
-        if (parts <= 1) { Range(hb, hb2, 0, n); return; }
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
-            Range(hb, hb2, (int)((long)n * p / parts), (int)((long)n * (p + 1) / parts)));
     }
 
     private static void AddResidual(long[] x, long[] delta, int layer, string block)
