@@ -40,6 +40,9 @@ internal sealed unsafe class BlockExponentWeights
     private const int Group = 8;                  // columns per vector step
     private const int QuadGroupCodes = RowsPerQuad * Group;
     private const int GroupsPerBlock = BlockColumns / Group;
+    // Software prefetch distance (2 KiB, one line per step): the hardware prefetcher alone leaves the kernel waiting
+    // on the first load of each line when both cores stream (measured on the lab machine: 8.6 -> 10.4 Gw/s, 2 threads).
+    private const int PrefetchCodes = 1024;
 
     private readonly short[] _codeArray;         // pinned; _codes points at its first 64-byte-aligned element
     private readonly short* _codes;              // [quad, group, row in quad, column in group]
@@ -256,6 +259,7 @@ internal sealed unsafe class BlockExponentWeights
                 short* blockEnd = p + Math.Min(GroupsPerBlock, groups - b * GroupsPerBlock) * QuadGroupCodes;
                 for (; p < blockEnd; p += QuadGroupCodes, xp += 2 * Group)
                 {
+                    Sse.Prefetch0(p + PrefetchCodes);
                     var xl = Avx.LoadVector256(xp);
                     var xh = Avx.LoadVector256(xp + Group);
                     var xlOdd = Avx2.ShiftRightLogical(xl.AsInt64(), 32).AsInt32();
