@@ -5,12 +5,13 @@ using GpuIntLab.Core.Models;
 namespace GpuIntLab.Oracle;
 
 /// <summary>
-/// A weight matrix [rows, cols] read straight from the checkpoint's memory mapping. BF16 and F16 entries
-/// are converted exactly to Q16.48 as they are used, through a 65536-entry table of the exact conversion
-/// (so the oracle reads 2 bytes a weight, not 8), and so are native M8E8 codes (an integer decoding);
-/// F32 and native Q48 tensors are converted once at load.
-/// A row's dot product accumulates the exact 128-bit products and rounds once (RNE) at the end, so the
-/// result depends on no order, thread count or machine.
+/// A weight matrix [rows, cols] with exact products. BF16 and native M8E8 weights (every bf16 checkpoint) are
+/// transcoded at load into <see cref="BlockExponentWeights"/>, a 2-bytes-a-weight block-exponent layout that an AVX2
+/// kernel multiplies exactly with 32-bit limbs, four rows per pass (where AVX2 is missing, the scalar path below).
+/// F16 weights stay in the checkpoint's mapping and are converted as they are used through a 65536-entry table of the
+/// exact conversion; F32 and native Q48 tensors are converted once at load.
+/// Every row's dot product is the exact 128-bit sum of the products, rounded once (RNE) at the end, so the result
+/// depends on no path, order, thread count or machine: the vector and scalar paths give the same bits.
 /// </summary>
 internal sealed unsafe class ExactMatrix
 {
