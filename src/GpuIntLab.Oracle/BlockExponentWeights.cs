@@ -14,8 +14,8 @@ namespace GpuIntLab.Oracle;
 /// one row, every weight whose exponent is within <see cref="MaxShift"/> of the block's largest is an integer
 /// M = ±(128+m)·2^s (s = e - base &lt;= 15, |M| &lt; 2^23) times the block's common 2^(base-86). Each such weight is
 /// stored as the 16-bit code (±(128+m))·16 + s, decoded by three vector operations (sign-extend, arithmetic shift
-/// right 4, shift left by the low 4 bits). Zeros are code 0; a nonzero weight below its block's base (in practice a
-/// few per million) is also code 0 and is added exactly from a per-row exception list.</para>
+/// right 4, shift left by the low 4 bits). Zeros are code 0; a nonzero weight below its block's base (52 per
+/// million for Gaussian bf16 weights) is also code 0 and is added exactly from a per-row exception list.</para>
 ///
 /// <para><b>Layout.</b> Rows are taken four at a time ("quads", the last padded with zero rows) and columns eight
 /// at a time (padded with zero columns): the 32 codes of a quad's 8 columns are one 64-byte cache line, so the
