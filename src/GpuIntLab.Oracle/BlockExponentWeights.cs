@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -106,6 +107,12 @@ internal sealed unsafe class BlockExponentWeights
             int chunkQuads = Math.Max(1, (1 << 20) / Math.Max(1, cols * 2 * RowsPerQuad)); // about 1 MB of rows per read
             var buffer = new ushort[(long)chunkQuads * RowsPerQuad * cols];
             long localInvalid = long.MaxValue;
+            // A weight not placed in its block: invalid, an exception, or a zero.
+            void Classify(int bits, int r, int c)
+            {
+                if (table[bits] == unrepresentable) localInvalid = Math.Min(localInvalid, (long)r * cols + c);
+                else if (table[bits] != 0) (rowExceptions[r] ??= []).Add((c, table[bits]));
+            }
             for (int q0 = quadStart; q0 < quadEnd; q0 += chunkQuads)
             {
                 int q1 = Math.Min(quadEnd, q0 + chunkQuads);
@@ -123,19 +130,29 @@ internal sealed unsafe class BlockExponentWeights
                             int blockMax = MaxMagnitude(row + c0, c1 - c0) >> 7;
                             int baseExponent = Math.Max(blockMax - MaxShift, UlpExponent);
                             bases[((long)q * blocks + b) * RowsPerQuad + k] = (byte)baseExponent;
-                            int floor = baseExponent << 7; // magnitudes at or above go in the block
-                            for (int c = c0; c < c1; c++)
+                            // Magnitudes at or above baseExponent << 7 (and in range) go in the block.
+                            int c = c0;
+                            // Eight columns (one code group) at a time; lanes not placed in the block and not +0 go
+                            // through the scalar check below (zeros of other kinds, exceptions, invalid codes).
+                            for (; c + Group <= c1; c += Group)
+                            {
+                                var bits = Vector128.Load(row + c).AsInt16();
+                                int outside = EncodeGroup(bits, baseExponent, codes + CodeIndex(groups, q, k, c));
+                                for (; outside != 0; outside &= outside - 1)
+                                {
+                                    int column = c + BitOperations.TrailingZeroCount(outside);
+                                    Classify(row[column], r, column);
+                                }
+                            }
+                            for (; c < c1; c++)
                             {
                                 int bits = row[c], magnitude = bits & 0x7FFF, exponent = magnitude >> 7;
-                                if (magnitude >= floor && exponent <= MaxExponentInRange)
+                                if (magnitude >= baseExponent << 7 && exponent <= MaxExponentInRange)
                                 {
                                     int mantissa = 128 + (magnitude & 0x7F);
                                     codes[CodeIndex(groups, q, k, c)] = (short)(((bits & 0x8000) != 0 ? -mantissa : mantissa) * 16 + (exponent - baseExponent));
                                 }
-                                else if (table[bits] == unrepresentable)
-                                    localInvalid = Math.Min(localInvalid, (long)r * cols + c);
-                                else if (table[bits] != 0)
-                                    (rowExceptions[r] ??= []).Add((c, table[bits]));
+                                else if (bits != 0) Classify(bits, r, c);
                             }
                         }
                     }
@@ -164,6 +181,24 @@ internal sealed unsafe class BlockExponentWeights
             if (rowExceptions[r] is { } list)
                 for (int i = 0; i < list.Count; i++) { column[start[r] + i] = list[i].Column; raw[start[r] + i] = list[i].Raw; }
         return new BlockExponentWeights(rows, cols, codeArray, codes, bases, start, column, raw);
+    }
+
+    /// <summary>
+    /// Writes the codes of eight weights whose block base is <paramref name="baseExponent"/> (0 for those not placed
+    /// in the block) and returns a bit mask of the lanes that are not placed and not +0, for the scalar check.
+    /// </summary>
+    private static int EncodeGroup(Vector128<short> bits, int baseExponent, short* destination)
+    {
+        var magnitude = bits & Vector128.Create((short)0x7FFF);
+        var exponent = Vector128.ShiftRightLogical(magnitude, 7);
+        var placed = Vector128.GreaterThanOrEqual(magnitude, Vector128.Create((short)(baseExponent << 7)))
+                   & Vector128.LessThanOrEqual(exponent, Vector128.Create((short)MaxExponentInRange));
+        var mantissa16 = Vector128.ShiftLeft((bits & Vector128.Create((short)0x7F)) | Vector128.Create((short)0x80), 4);
+        var negative = Vector128.ShiftRightArithmetic(bits, 15);                  // 0 or -1
+        var code = ((mantissa16 ^ negative) - negative) + (exponent - Vector128.Create((short)baseExponent));
+        (code & placed).Store(destination);
+        var unplaced = ~placed & ~Vector128.Equals(bits, Vector128<short>.Zero);
+        return (int)Vector128.ExtractMostSignificantBits(unplaced);
     }
 
     private static long CodeIndex(int groups, int quad, int rowInQuad, int column) =>
