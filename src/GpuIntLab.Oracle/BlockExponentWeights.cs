@@ -311,11 +311,18 @@ internal sealed unsafe class BlockExponentWeights
                 AddScaled(ref hi3, ref lo3, Vector256.Sum(l3), Vector256.Sum(h3), blockBases[3] - UlpExponent);
             }
         }
-        int row = quad * RowsPerQuad;
-        totals[0] = new Int128((ulong)hi0, lo0) + Exceptions(row, x);
-        totals[1] = new Int128((ulong)hi1, lo1) + Exceptions(row + 1, x);
-        totals[2] = new Int128((ulong)hi2, lo2) + Exceptions(row + 2, x);
-        totals[3] = new Int128((ulong)hi3, lo3) + Exceptions(row + 3, x);
+        if (_exceptionRaw.Length != 0)
+        {
+            int row = quad * RowsPerQuad;
+            AddExceptions(row, x, ref hi0, ref lo0);
+            AddExceptions(row + 1, x, ref hi1, ref lo1);
+            AddExceptions(row + 2, x, ref hi2, ref lo2);
+            AddExceptions(row + 3, x, ref hi3, ref lo3);
+        }
+        totals[0] = new Int128((ulong)hi0, lo0);
+        totals[1] = new Int128((ulong)hi1, lo1);
+        totals[2] = new Int128((ulong)hi2, lo2);
+        totals[3] = new Int128((ulong)hi3, lo3);
     }
 
     /// <summary>(hi:lo) += (sumHigh·2^32 + sumLow)·2^unit exactly, for 0 &lt;= unit &lt;= 63, without branches.</summary>
@@ -347,6 +354,14 @@ internal sealed unsafe class BlockExponentWeights
         var mOdd = Avx2.ShiftRightLogical(m.AsInt64(), 32).AsInt32();
         sumLow = Avx2.Add(Avx2.Add(sumLow, Avx2.Multiply(m, xl)), Avx2.Multiply(mOdd, xlOdd));
         sumHigh = Avx2.Add(Avx2.Add(sumHigh, Avx2.Multiply(m, xh)), Avx2.Multiply(mOdd, xhOdd));
+    }
+
+    /// <summary>(hi:lo) += the row's exception weights times their x, exactly.</summary>
+    private void AddExceptions(int row, long* x, ref long hi, ref ulong lo)
+    {
+        if (row >= Rows) return;
+        for (int i = _exceptionStart[row]; i < _exceptionStart[row + 1]; i++)
+            ExactMatrix.Accumulate(ref hi, ref lo, _exceptionRaw[i], x[_exceptionColumn[i]]);
     }
 
     private Int128 Exceptions(int row, long* x)

@@ -49,9 +49,10 @@ internal sealed unsafe class ExactMatrix
 
     /// <summary>
     /// Loads a weight matrix. <paramref name="forProducts"/> false (the embedding table when the LM head is a separate
-    /// tensor) skips the fast layout: only rows are ever read from it.
+    /// tensor) skips the fast layout: only rows are ever read from it. <paramref name="vectorPath"/> false keeps even
+    /// BF16 and M8E8 matrices on the scalar path (for tests that compare the two; both give the same bits).
     /// </summary>
-    public static ExactMatrix Load(LlamaCheckpoint checkpoint, TensorInfo tensor, bool forProducts = true)
+    public static ExactMatrix Load(LlamaCheckpoint checkpoint, TensorInfo tensor, bool forProducts = true, bool vectorPath = true)
     {
         int rows = tensor.Shape[0];
         int cols = tensor.Shape.Length > 1 ? tensor.Shape[1] : 1;
@@ -64,7 +65,7 @@ internal sealed unsafe class ExactMatrix
             _ => s_m8e8Table.Value,
         };
         var matrix = new ExactMatrix(tensor.Name, rows, cols, checkpoint.Pointer(tensor), table, null);
-        if (forProducts && tensor.Dtype is TensorDtype.BF16 or TensorDtype.M8E8 && BlockExponentWeights.IsSupported && UseVectorPath)
+        if (forProducts && tensor.Dtype is TensorDtype.BF16 or TensorDtype.M8E8 && BlockExponentWeights.IsSupported && vectorPath)
         {
             // Transcoded from file reads, validating every weight on the way; the mapped pages are never touched.
             matrix._fast = BlockExponentWeights.Build(
@@ -75,12 +76,6 @@ internal sealed unsafe class ExactMatrix
         else matrix.CheckRange(tensor);
         return matrix;
     }
-
-    /// <summary>
-    /// Whether matrices loaded from now on use the vector path where the machine supports it. Off only for
-    /// tests that compare the two paths; both give the same bits.
-    /// </summary>
-    internal static bool UseVectorPath { get; set; } = true;
 
     /// <summary>Weights the vector path adds from its exception lists (0 without a vector path).</summary>
     internal int VectorExceptions => _fast?.ExceptionCount ?? 0;
