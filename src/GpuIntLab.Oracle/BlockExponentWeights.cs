@@ -6,17 +6,18 @@ using System.Runtime.Intrinsics.X86;
 namespace GpuIntLab.Oracle;
 
 /// <summary>
-/// The oracle's fast exact matrix layout for 16-bit weights laid out as sign | e(8) | m(7), whose nonzero values
-/// are ±(128+m)·2^(e-86) Q16.48 ulps: BF16 (every weight with e &gt;= 86, |w| &gt;= 2^-41) and native M8E8.
-/// A dot product through it is the same exact 128-bit sum as the scalar path, bit for bit; only the way of
-/// adding it up changes.
+/// The oracle's fast exact matrix layout for 16-bit floating weights: BF16 and native M8E8 (sign | e8 | m7, nonzero
+/// values ±(128+m)·2^(e-86) Q16.48 ulps when e &gt;= 86) and F16 (sign | e5 | m10, ±(1024+m)·2^(e+23) ulps). A dot
+/// product through it is the same exact 128-bit sum as the scalar path, bit for bit; only the way of adding it up
+/// changes.
 ///
-/// <para><b>Encoding.</b> A weight has 8 significant bits. Within a block of <see cref="BlockColumns"/> columns of
-/// one row, every weight whose exponent is within <see cref="MaxShift"/> of the block's largest is an integer
-/// M = ±(128+m)·2^s (s = e - base &lt;= 15, |M| &lt; 2^23) times the block's common 2^(base-86). Each such weight is
-/// stored as the 16-bit code (±(128+m))·16 + s, decoded by three vector operations (sign-extend, arithmetic shift
-/// right 4, shift left by the low 4 bits). Zeros are code 0; a nonzero weight below its block's base (52 per
-/// million for Gaussian bf16 weights) is also code 0 and is added exactly from a per-row exception list.</para>
+/// <para><b>Encoding.</b> A weight has 8 (BF16) or 11 (F16) significant bits. Within a block of
+/// <see cref="BlockColumns"/> columns of one row, every weight whose exponent is within the format's MaxShift (15 for
+/// BF16, 12 for F16) of the block's largest is an integer M = ±(2^mb + m)·2^s (|M| &lt; 2^23) times the block's
+/// common scale 2^unit ulps. Each such weight is stored as the 16-bit code (±(2^mb + m))·16 + s, decoded by three
+/// vector operations (sign-extend, arithmetic shift right 4, shift left by the low 4 bits). Zeros are code 0; a
+/// nonzero weight below its block's window, a BF16 weight below 2^-41 or an F16 subnormal (52 per million for
+/// Gaussian bf16 weights) is also code 0 and is added exactly from a per-row exception list.</para>
 ///
 /// <para><b>Layout.</b> Rows are taken four at a time ("quads", the last padded with zero rows) and columns eight
 /// at a time (padded with zero columns): the 32 codes of a quad's 8 columns are one 64-byte cache line, so the
@@ -24,9 +25,8 @@ namespace GpuIntLab.Oracle;
 ///
 /// <para><b>Arithmetic.</b> The activation x (int64) is split into signed 32-bit limbs x = xh·2^32 + xl, so M·xl and
 /// M·xh are 32x32-&gt;64-bit products (AVX2 vpmuldq, four per instruction) summed in 64-bit lanes. Overflow bound:
-/// |M| &lt;= 255·2^15 and |xl|, |xh| &lt;= 2^31, so a product's magnitude is at most 255·2^46 &lt; 2^54; a lane takes
-/// 2 products per 8 columns, 128 per block of 512, so a lane sum stays within 255·2^53 &lt; 2^61 and a 4-lane sum
-/// within 255·2^55 &lt; 2^63. The block's two sums are then shifted into a 128-bit total once per block.</para>
+/// |M| &lt; 2^23 (255·2^15 for BF16, 2047·2^12 for F16) and |xl|, |xh| &lt;= 2^31, so a product's magnitude is below 2^54; a lane takes
+/// 2 products per 8 columns, 128 per block of 512, so a lane sum stays below 2^61 and a 4-lane sum below 2^63. The block's two sums are then shifted into a 128-bit total once per block.</para>
 ///
 /// The transcoded weights live in a pinned array owned by this object; the checkpoint is read once through file
 /// reads (not the mapping), so the process holds the weights once, not twice.
@@ -34,9 +34,21 @@ namespace GpuIntLab.Oracle;
 internal sealed unsafe class BlockExponentWeights
 {
     public const int BlockColumns = 512;
-    public const int MaxShift = 15;
-    public const int UlpExponent = 86;           // exponent field whose unit is one Q16.48 ulp
-    public const int MaxExponentInRange = 141;   // 255·2^(141-86) < 2^63; 2^(142-86)·128 = 2^63 is out of range
+
+    /// <summary>
+    /// A 16-bit floating weight format as the layout sees it: nonzero weights (2^MantissaBits + m)·2^(e + UnitOffset)
+    /// Q16.48 ulps, placed in a block when e is at least MinPlacedExponent (below it a value is not a whole number of
+    /// ulps, or is subnormal) and at most MaxExponentInRange, and at most MaxShift binades below the block's largest.
+    /// MaxShift keeps every M = ±(2^MantissaBits + m)·2^s below 2^23, which the overflow bound needs.
+    /// </summary>
+    public readonly record struct Format(int MantissaBits, int MaxShift, int MinPlacedExponent, int MaxExponentInRange, int UnitOffset)
+    {
+        /// <summary>BF16 (sign | e8 | m7) and native M8E8 (same layout): (128+m)·2^(e-86) ulps; 255·2^(141-86) &lt; 2^63.</summary>
+        public static readonly Format Bf16 = new(7, 15, 86, 141, -86);
+
+        /// <summary>F16 (sign | e5 | m10): (1024+m)·2^(e+23) ulps for e &gt;= 1; e = 29 is the last below 32768.</summary>
+        public static readonly Format F16 = new(10, 12, 1, 29, 23);
+    }
     public const int RowsPerQuad = 4;
     private const int Group = 8;                  // columns per vector step
     private const int QuadGroupCodes = RowsPerQuad * Group;
@@ -47,7 +59,7 @@ internal sealed unsafe class BlockExponentWeights
 
     private readonly short[] _codeArray;         // pinned; _codes points at its first 64-byte-aligned element
     private readonly short* _codes;              // [quad, group, row in quad, column in group]
-    private readonly byte[] _bases;              // [quad, block, row in quad]: exponent field of the block's unit
+    private readonly byte[] _units;              // [quad, block, row in quad]: the block's scale, 2^unit Q16.48 ulps
     private readonly int[] _exceptionStart;      // CSR over rows
     private readonly int[] _exceptionColumn;
     private readonly long[] _exceptionRaw;
@@ -70,13 +82,13 @@ internal sealed unsafe class BlockExponentWeights
     /// <summary>The first weight outside the Q16.48 range found by <see cref="Build"/>.</summary>
     public readonly record struct InvalidWeight(long Element, ushort Code);
 
-    private BlockExponentWeights(int rows, int cols, short[] codeArray, short* codes, byte[] bases, int[] start, int[] column, long[] raw)
+    private BlockExponentWeights(int rows, int cols, short[] codeArray, short* codes, byte[] units, int[] start, int[] column, long[] raw)
     {
         Rows = rows; Cols = cols;
         Quads = (rows + RowsPerQuad - 1) / RowsPerQuad;
         Groups = (cols + Group - 1) / Group;
         Blocks = (Groups + GroupsPerBlock - 1) / GroupsPerBlock;
-        _codeArray = codeArray; _codes = codes; _bases = bases;
+        _codeArray = codeArray; _codes = codes; _units = units;
         _exceptionStart = start; _exceptionColumn = column; _exceptionRaw = raw;
     }
 
@@ -87,7 +99,7 @@ internal sealed unsafe class BlockExponentWeights
     /// validates every weight not placed in a block. Returns null with <paramref name="invalid"/> set if some weight is
     /// outside the Q16.48 range (the first in row-major order).
     /// </summary>
-    public static BlockExponentWeights? Build(RowReader read, int rows, int cols, long[] table, long unrepresentable, int threads, out InvalidWeight? invalid)
+    public static BlockExponentWeights? Build(RowReader read, Format format, int rows, int cols, long[] table, long unrepresentable, int threads, out InvalidWeight? invalid)
     {
         int quads = (rows + RowsPerQuad - 1) / RowsPerQuad;
         int groups = (cols + Group - 1) / Group;
@@ -97,7 +109,7 @@ internal sealed unsafe class BlockExponentWeights
         var codeArray = GC.AllocateUninitializedArray<short>(checked((int)(codeCount + 32)), pinned: true);
         short* codes = (short*)(((nint)Unsafe.AsPointer(ref codeArray[0]) + 63) & ~(nint)63);
         HugePages.Advise(codes, codeCount * sizeof(short));
-        var bases = new byte[(long)quads * blocks * RowsPerQuad];
+        var units = new byte[(long)quads * blocks * RowsPerQuad];
         var rowExceptions = new List<(int Column, long Raw)>?[rows];
         long firstInvalid = long.MaxValue;
         object gate = new();
@@ -127,17 +139,16 @@ internal sealed unsafe class BlockExponentWeights
                         for (int b = 0; b < blocks; b++)
                         {
                             int c0 = b * BlockColumns, c1 = Math.Min(cols, c0 + BlockColumns);
-                            int blockMax = MaxMagnitude(row + c0, c1 - c0) >> 7;
-                            int baseExponent = Math.Max(blockMax - MaxShift, UlpExponent);
-                            bases[((long)q * blocks + b) * RowsPerQuad + k] = (byte)baseExponent;
-                            // Magnitudes at or above baseExponent << 7 (and in range) go in the block.
+                            int blockMax = MaxMagnitude(row + c0, c1 - c0) >> format.MantissaBits;
+                            int baseExponent = Math.Max(blockMax - format.MaxShift, format.MinPlacedExponent);
+                            units[((long)q * blocks + b) * RowsPerQuad + k] = (byte)(baseExponent + format.UnitOffset);
                             int c = c0;
                             // Eight columns (one code group) at a time; lanes not placed in the block and not +0 go
                             // through the scalar check below (zeros of other kinds, exceptions, invalid codes).
                             for (; c + Group <= c1; c += Group)
                             {
                                 var bits = Vector128.Load(row + c).AsInt16();
-                                int outside = EncodeGroup(bits, baseExponent, codes + CodeIndex(groups, q, k, c));
+                                int outside = EncodeGroup(bits, format, baseExponent, codes + CodeIndex(groups, q, k, c));
                                 for (; outside != 0; outside &= outside - 1)
                                 {
                                     int column = c + BitOperations.TrailingZeroCount(outside);
@@ -146,10 +157,10 @@ internal sealed unsafe class BlockExponentWeights
                             }
                             for (; c < c1; c++)
                             {
-                                int bits = row[c], magnitude = bits & 0x7FFF, exponent = magnitude >> 7;
-                                if (magnitude >= baseExponent << 7 && exponent <= MaxExponentInRange)
+                                int bits = row[c], magnitude = bits & 0x7FFF, exponent = magnitude >> format.MantissaBits;
+                                if (exponent >= baseExponent && exponent <= format.MaxExponentInRange)
                                 {
-                                    int mantissa = 128 + (magnitude & 0x7F);
+                                    int mantissa = (1 << format.MantissaBits) + (magnitude & ((1 << format.MantissaBits) - 1));
                                     codes[CodeIndex(groups, q, k, c)] = (short)(((bits & 0x8000) != 0 ? -mantissa : mantissa) * 16 + (exponent - baseExponent));
                                 }
                                 else if (bits != 0) Classify(bits, r, c);
@@ -180,20 +191,21 @@ internal sealed unsafe class BlockExponentWeights
         for (int r = 0; r < rows; r++)
             if (rowExceptions[r] is { } list)
                 for (int i = 0; i < list.Count; i++) { column[start[r] + i] = list[i].Column; raw[start[r] + i] = list[i].Raw; }
-        return new BlockExponentWeights(rows, cols, codeArray, codes, bases, start, column, raw);
+        return new BlockExponentWeights(rows, cols, codeArray, codes, units, start, column, raw);
     }
 
     /// <summary>
     /// Writes the codes of eight weights whose block base is <paramref name="baseExponent"/> (0 for those not placed
     /// in the block) and returns a bit mask of the lanes that are not placed and not +0, for the scalar check.
     /// </summary>
-    private static int EncodeGroup(Vector128<short> bits, int baseExponent, short* destination)
+    private static int EncodeGroup(Vector128<short> bits, Format format, int baseExponent, short* destination)
     {
         var magnitude = bits & Vector128.Create((short)0x7FFF);
-        var exponent = Vector128.ShiftRightLogical(magnitude, 7);
-        var placed = Vector128.GreaterThanOrEqual(magnitude, Vector128.Create((short)(baseExponent << 7)))
-                   & Vector128.LessThanOrEqual(exponent, Vector128.Create((short)MaxExponentInRange));
-        var mantissa16 = Vector128.ShiftLeft((bits & Vector128.Create((short)0x7F)) | Vector128.Create((short)0x80), 4);
+        var exponent = Vector128.ShiftRightLogical(magnitude, format.MantissaBits);
+        var placed = Vector128.GreaterThanOrEqual(exponent, Vector128.Create((short)baseExponent))
+                   & Vector128.LessThanOrEqual(exponent, Vector128.Create((short)format.MaxExponentInRange));
+        var significand = (bits & Vector128.Create((short)((1 << format.MantissaBits) - 1))) | Vector128.Create((short)(1 << format.MantissaBits));
+        var mantissa16 = Vector128.ShiftLeft(significand, 4);
         var negative = Vector128.ShiftRightArithmetic(bits, 15);                  // 0 or -1
         var code = ((mantissa16 ^ negative) - negative) + (exponent - Vector128.Create((short)baseExponent));
         (code & placed).Store(destination);
@@ -223,7 +235,7 @@ internal sealed unsafe class BlockExponentWeights
             if (_exceptionColumn[i] == column) return _exceptionRaw[i];
         int q = row / RowsPerQuad, k = row % RowsPerQuad;
         int code = _codes[CodeIndex(Groups, q, k, column)];
-        int unit = _bases[((long)q * Blocks + column / BlockColumns) * RowsPerQuad + k] - UlpExponent;
+        int unit = _units[((long)q * Blocks + column / BlockColumns) * RowsPerQuad + k] ;
         return ((long)(code >> 4) << (code & 15)) << unit;
     }
 
@@ -239,7 +251,7 @@ internal sealed unsafe class BlockExponentWeights
         {
             int code = _codes[CodeIndex(Groups, q, k, c)];
             if (code == 0) continue;
-            int unit = _bases[((long)q * Blocks + c / BlockColumns) * RowsPerQuad + k] - UlpExponent;
+            int unit = _units[((long)q * Blocks + c / BlockColumns) * RowsPerQuad + k] ;
             total += (Int128)(((long)(code >> 4) << (code & 15)) << unit) * x[c];
         }
         return total + Exceptions(row, x);
@@ -281,7 +293,7 @@ internal sealed unsafe class BlockExponentWeights
         long hi0 = 0, hi1 = 0, hi2 = 0, hi3 = 0;
         int groups = Groups, blocks = Blocks;
         short* p = _codes + (long)quad * groups * QuadGroupCodes;
-        fixed (byte* quadBases = &_bases[(long)quad * blocks * RowsPerQuad])
+        fixed (byte* quadUnits = &_units[(long)quad * blocks * RowsPerQuad])
         {
             int* xp = (int*)prepared;
             var low4 = Vector256.Create(15);
@@ -304,11 +316,11 @@ internal sealed unsafe class BlockExponentWeights
                     Accumulate(p + 2 * Group, low4, xl, xh, xlOdd, xhOdd, ref l2, ref h2);
                     Accumulate(p + 3 * Group, low4, xl, xh, xlOdd, xhOdd, ref l3, ref h3);
                 }
-                byte* blockBases = quadBases + b * RowsPerQuad;
-                AddScaled(ref hi0, ref lo0, Vector256.Sum(l0), Vector256.Sum(h0), blockBases[0] - UlpExponent);
-                AddScaled(ref hi1, ref lo1, Vector256.Sum(l1), Vector256.Sum(h1), blockBases[1] - UlpExponent);
-                AddScaled(ref hi2, ref lo2, Vector256.Sum(l2), Vector256.Sum(h2), blockBases[2] - UlpExponent);
-                AddScaled(ref hi3, ref lo3, Vector256.Sum(l3), Vector256.Sum(h3), blockBases[3] - UlpExponent);
+                byte* blockUnits = quadUnits + b * RowsPerQuad;
+                AddScaled(ref hi0, ref lo0, Vector256.Sum(l0), Vector256.Sum(h0), blockUnits[0]);
+                AddScaled(ref hi1, ref lo1, Vector256.Sum(l1), Vector256.Sum(h1), blockUnits[1]);
+                AddScaled(ref hi2, ref lo2, Vector256.Sum(l2), Vector256.Sum(h2), blockUnits[2]);
+                AddScaled(ref hi3, ref lo3, Vector256.Sum(l3), Vector256.Sum(h3), blockUnits[3]);
             }
         }
         if (_exceptionRaw.Length != 0)

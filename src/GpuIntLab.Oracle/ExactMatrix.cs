@@ -5,11 +5,11 @@ using GpuIntLab.Core.Models;
 namespace GpuIntLab.Oracle;
 
 /// <summary>
-/// A weight matrix [rows, cols] with exact products. BF16 and native M8E8 weights (every bf16 checkpoint) are
-/// transcoded at load into <see cref="BlockExponentWeights"/>, a 2-bytes-a-weight block-exponent layout that an AVX2
-/// kernel multiplies exactly with 32-bit limbs, four rows per pass (where AVX2 is missing, the scalar path below).
-/// F16 weights stay in the checkpoint's mapping and are converted as they are used through a 65536-entry table of the
-/// exact conversion; F32 and native Q48 tensors are converted once at load.
+/// A weight matrix [rows, cols] with exact products. BF16, F16 and native M8E8 weights are transcoded at load into
+/// <see cref="BlockExponentWeights"/>, a 2-bytes-a-weight block-exponent layout that an AVX2 kernel multiplies exactly
+/// with 32-bit limbs, four rows per pass. Without AVX2 (or with vectorPath off) they stay in the checkpoint's mapping
+/// and are converted as they are used through a 65536-entry table of the exact conversion; F32 and native Q48 tensors
+/// are converted once at load.
 /// Every row's dot product is the exact 128-bit sum of the products, rounded once (RNE) at the end, so the result
 /// depends on no path, order, thread count or machine: the vector and scalar paths give the same bits.
 /// </summary>
@@ -65,12 +65,13 @@ internal sealed unsafe class ExactMatrix
             _ => s_m8e8Table.Value,
         };
         var matrix = new ExactMatrix(tensor.Name, rows, cols, checkpoint.Pointer(tensor), table, null);
-        if (forProducts && tensor.Dtype is TensorDtype.BF16 or TensorDtype.M8E8 && BlockExponentWeights.IsSupported && vectorPath)
+        if (forProducts && BlockExponentWeights.IsSupported && vectorPath)
         {
             // Transcoded from file reads, validating every weight on the way; the mapped pages are never touched.
+            var format = tensor.Dtype == TensorDtype.F16 ? BlockExponentWeights.Format.F16 : BlockExponentWeights.Format.Bf16;
             matrix._fast = BlockExponentWeights.Build(
                 (first, count, destination) => checkpoint.ReadBytes(tensor, (long)first * cols * 2, System.Runtime.InteropServices.MemoryMarshal.AsBytes(destination)),
-                rows, cols, table, Unrepresentable, Environment.ProcessorCount, out var invalid);
+                format, rows, cols, table, Unrepresentable, Environment.ProcessorCount, out var invalid);
             if (invalid is { } bad) throw OutOfRange(tensor, bad.Element, bad.Code);
         }
         else matrix.CheckRange(tensor);

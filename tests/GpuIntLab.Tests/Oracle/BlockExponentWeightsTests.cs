@@ -42,13 +42,25 @@ public unsafe class BlockExponentWeightsTests
         return (code & 0x8000) != 0 ? -magnitude : magnitude;
     }
 
+    /// <summary>Q16.48 raw of an IEEE half pattern (always a whole number of ulps), or the sentinel if not finite or |x| &gt;= 2^15.</summary>
+    private static long F16Reference(ushort bits)
+    {
+        int sign = bits >> 15, e = (bits >> 10) & 0x1F, m = bits & 0x3FF;
+        if (e == 31) return Unrepresentable;
+        BigInteger raw = (BigInteger)(e == 0 ? m : 1024 + m) << ((e == 0 ? 1 : e) - 15 - 10 + 48);
+        if (raw >= BigInteger.One << 63) return Unrepresentable;
+        return sign == 1 ? -(long)raw : (long)raw;
+    }
+
+    private static readonly Lazy<long[]> F16Table = new(() => Enumerable.Range(0, 65536).Select(b => F16Reference((ushort)b)).ToArray());
     private static readonly Lazy<long[]> Bf16Table = new(() => Enumerable.Range(0, 65536).Select(b => Bf16Reference((ushort)b)).ToArray());
     private static readonly Lazy<long[]> M8E8Table = new(() => Enumerable.Range(0, 65536).Select(b => M8E8Reference((ushort)b)).ToArray());
 
     private static BlockExponentWeights Build(ushort[] data, int rows, int cols, long[] table, int threads = 1)
     {
+        var format = table == F16Table.Value ? BlockExponentWeights.Format.F16 : BlockExponentWeights.Format.Bf16;
         var weights = BlockExponentWeights.Build((first, count, destination) => data.AsSpan(first * cols, count * cols).CopyTo(destination),
-            rows, cols, table, Unrepresentable, threads, out var invalid);
+            format, rows, cols, table, Unrepresentable, threads, out var invalid);
         Assert.Null(invalid);
         return weights!;
     }
@@ -78,6 +90,8 @@ public unsafe class BlockExponentWeightsTests
         for (int c = 0; c < cols; c++) sum += (BigInteger)table[data[row * cols + c]] * x[c];
         return sum;
     }
+
+    private static long[] TableOf(string dtype) => dtype switch { "bf16" => Bf16Table.Value, "m8e8" => M8E8Table.Value, _ => F16Table.Value };
 
     private static ushort Bf16Bits(int sign, int exponent, int mantissa) => (ushort)((sign << 15) | (exponent << 7) | mantissa);
 
@@ -140,6 +154,32 @@ public unsafe class BlockExponentWeightsTests
         }
     }
 
+    /// <summary>F16 rows: ordinary weights, weights 10-20 binades down (exceptions past the 12-binade window), subnormals, ±0, the largest.</summary>
+    [Theory]
+    [InlineData(5, 1037, 1)]
+    [InlineData(8, 2048, 2)]
+    public void F16DotMatchesBigInteger(int rows, int cols, int threads)
+    {
+        var rng = new Random(rows + cols);
+        var data = new ushort[rows * cols];
+        for (int i = 0; i < data.Length; i++)
+        {
+            int kind = rng.Next(100), sign = rng.Next(2);
+            int exponent = kind switch { < 70 => rng.Next(8, 15), < 85 => rng.Next(1, 6), < 92 => 0, < 94 => 29, _ => rng.Next(1, 29) };
+            data[i] = (ushort)((sign << 15) | (exponent << 10) | (kind is >= 85 and < 88 ? 0 : rng.Next(1024)));
+        }
+        var w = Build(data, rows, cols, F16Table.Value, threads);
+        Assert.True(w.ExceptionCount > 0);
+        var x = RandomX(rng, cols, 50);
+        for (int r = 0; r < rows; r++)
+        {
+            var expected = Reference(data, r, cols, F16Table.Value, x);
+            Assert.Equal(expected, (BigInteger)Dot(w, r, x, out bool vector));
+            Assert.True(vector);
+            Assert.Equal(expected, (BigInteger)ScalarDot(w, r, x));
+        }
+    }
+
     [Fact]
     public void ActivationsNearTheInt64LimitTakeTheScalarFallback()
     {
@@ -170,9 +210,11 @@ public unsafe class BlockExponentWeightsTests
     [InlineData("bf16", true)]
     [InlineData("m8e8", false)]
     [InlineData("m8e8", true)]
+    [InlineData("f16", false)]
+    [InlineData("f16", true)]
     public void EveryCodeIsHeldExactly(string dtype, bool shuffled)
     {
-        var table = dtype == "bf16" ? Bf16Table.Value : M8E8Table.Value;
+        var table = TableOf(dtype);
         var codes = Enumerable.Range(0, 65536).Where(b => table[b] != Unrepresentable).Select(b => (ushort)b).ToArray();
         if (shuffled) new Random(11).Shuffle(codes);
         int cols = 2048, rows = (codes.Length + cols - 1) / cols;
@@ -194,15 +236,18 @@ public unsafe class BlockExponentWeightsTests
     [InlineData("m8e8", 0x8000)] // not a valid M8E8 code
     [InlineData("m8e8", 0x2A80)] // exponent 85
     [InlineData("m8e8", 0x4700)] // exponent 142
+    [InlineData("f16", 0x7C00)]  // +inf
+    [InlineData("f16", 0x7800)]  // 32768
+    [InlineData("f16", 0xFE01)]  // NaN
     public void InvalidWeightsAreReportedAtTheirFirstElement(string dtype, int bad)
     {
-        var table = dtype == "bf16" ? Bf16Table.Value : M8E8Table.Value;
+        var table = TableOf(dtype);
         int rows = 9, cols = 700;
-        var data = Enumerable.Repeat(Bf16Bits(0, 120, 5), rows * cols).ToArray();
+        var data = Enumerable.Repeat(dtype == "f16" ? (ushort)0x3C05 : Bf16Bits(0, 120, 5), rows * cols).ToArray();
         data[6 * cols + 650] = (ushort)bad;    // the first in row-major order: in the second build thread's rows
         data[8 * cols + 3] = (ushort)bad;
         var w = BlockExponentWeights.Build((first, count, destination) => data.AsSpan(first * cols, count * cols).CopyTo(destination),
-            rows, cols, table, Unrepresentable, threads: 2, out var invalid);
+            dtype == "f16" ? BlockExponentWeights.Format.F16 : BlockExponentWeights.Format.Bf16, rows, cols, table, Unrepresentable, threads: 2, out var invalid);
         Assert.Null(w);
         Assert.Equal(new BlockExponentWeights.InvalidWeight(6L * cols + 650, (ushort)bad), invalid);
     }

@@ -5,8 +5,8 @@ using Xunit;
 namespace GpuIntLab.Tests.Oracle;
 
 /// <summary>
-/// The oracle's matrices through both paths on a real checkpoint (the conformance bf16 model, loaded through file
-/// reads): the block-exponent vector path and the scalar int64 x int64 -> int128 path give the same rounded outputs
+/// The oracle's matrices through both paths on real checkpoints (the conformance model's bf16 and sharded f16 copies,
+/// loaded through file reads): the block-exponent vector path and the scalar int64 x int64 -> int128 path give the same rounded outputs
 /// for batches of tokens at 1 and 2 threads, and a shared pass with a row epilogue visits every row exactly once.
 /// </summary>
 public unsafe class ExactMatrixPathTests
@@ -14,10 +14,12 @@ public unsafe class ExactMatrixPathTests
     private static long[] RandomX(Random rng, int count) =>
         Enumerable.Range(0, count).Select(_ => rng.NextInt64(-(1L << 52), 1L << 52)).ToArray();
 
-    [Fact]
-    public void VectorAndScalarPathsGiveTheSameBits()
+    [Theory]
+    [InlineData("bf16")]
+    [InlineData("f16-sharded")]
+    public void VectorAndScalarPathsGiveTheSameBits(string copy)
     {
-        using var checkpoint = LlamaCheckpoint.Open(TestData.ConformanceBf16);
+        using var checkpoint = LlamaCheckpoint.Open(copy == "bf16" ? TestData.ConformanceBf16 : TestData.ConformanceF16Sharded);
         var rng = new Random(21);
         foreach (var tensor in new[] { checkpoint.Layer(0, LayerWeight.Q), checkpoint.Layer(0, LayerWeight.K), checkpoint.Layer(1, LayerWeight.Gate),
                                        checkpoint.Layer(1, LayerWeight.Down), checkpoint.LmHead })
