@@ -253,8 +253,7 @@ internal sealed unsafe class ExactMatrix
     {
         if (threads <= 1 || items <= 1) { range(0, items); return; }
         int parts = Math.Min(threads * PartsPerThread, items);
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, part =>
-            range((int)((long)items * part / parts), (int)((long)items * (part + 1) / parts)));
+        WorkerTeam.Shared.Run(parts, threads, part => range((int)((long)items * part / parts), (int)((long)items * (part + 1) / parts)));
     }
 
     /// <summary>Vector path: quads [start, end) of this matrix for every token of the batch.</summary>

@@ -113,6 +113,7 @@ public sealed class OracleEngine : IInferenceEngine
 
     private Scratch? _scratch;
     private long[] _attentionBuffer = new long[256]; // scores and probabilities of one head, grown by doubling
+    [ThreadStatic] private static long[]? t_attention; // the same for each thread of a parallel attention pass
 
     /// <summary>Runs B tokens at positions Position..Position+B-1 through the model (causal), appending to the KV cache.</summary>
     private unsafe void Forward(ReadOnlySpan<int> tokens, bool computeLogits)
@@ -140,9 +141,12 @@ public sealed class OracleEngine : IInferenceEngine
             // Every (token, head) pair is independent: split them over threads when the context makes it worth it.
             int pairs = n * _c.NumAttentionHeads;
             long work = (long)pairs * (pos0 + n) * hd;
-            if (_threads > 1 && work > 1 << 16)
-                Parallel.For(0, pairs, new ParallelOptions { MaxDegreeOfParallelism = _threads }, () => new long[2 * (pos0 + n)],
-                    (pair, _, buffer) => { AttendHead(l, s, pair / _c.NumAttentionHeads, pair % _c.NumAttentionHeads, pos0, buffer); return buffer; }, _ => { });
+            if (_threads > 1 && work > 1 << 12)
+                WorkerTeam.Shared.Run(pairs, _threads, pair =>
+                {
+                    if (t_attention == null || t_attention.Length < 2 * (pos0 + n)) t_attention = new long[Math.Max(2 * (pos0 + n), 256)];
+                    AttendHead(l, s, pair / _c.NumAttentionHeads, pair % _c.NumAttentionHeads, pos0, t_attention);
+                });
             else
             {
                 if (_attentionBuffer.Length < 2 * (pos0 + n)) _attentionBuffer = new long[Math.Max(2 * (pos0 + n), 2 * _attentionBuffer.Length)];
