@@ -93,6 +93,18 @@ public unsafe class BlockExponentWeightsTests
 
     private static long[] TableOf(string dtype) => dtype switch { "bf16" => Bf16Table.Value, "m8e8" => M8E8Table.Value, _ => F16Table.Value };
 
+    /// <summary>Every row's vector-path and scalar-path dot products equal the BigInteger reference.</summary>
+    private static void AssertEveryRowMatches(BlockExponentWeights w, ushort[] data, int cols, long[] table, long[] x)
+    {
+        for (int r = 0; r < w.Rows; r++)
+        {
+            var expected = Reference(data, r, cols, table, x);
+            Assert.Equal(expected, (BigInteger)Dot(w, r, x, out bool vector));
+            Assert.True(vector);
+            Assert.Equal(expected, (BigInteger)ScalarDot(w, r, x));
+        }
+    }
+
     private static ushort Bf16Bits(int sign, int exponent, int mantissa) => (ushort)((sign << 15) | (exponent << 7) | mantissa);
 
     /// <summary>
@@ -144,13 +156,7 @@ public unsafe class BlockExponentWeightsTests
         {
             var d = smallWeights ? data.Select(b => ((b >> 7) & 0xFF) > 120 ? (ushort)(b & 0x807F | (120 << 7)) : b).ToArray() : data;
             var ws = smallWeights ? Build(d, rows, cols, Bf16Table.Value, threads) : w;
-            for (int r = 0; r < rows; r++)
-            {
-                var expected = Reference(d, r, cols, Bf16Table.Value, x);
-                Assert.Equal(expected, (BigInteger)Dot(ws, r, x, out bool vector));
-                Assert.True(vector);
-                Assert.Equal(expected, (BigInteger)ScalarDot(ws, r, x));
-            }
+            AssertEveryRowMatches(ws, d, cols, Bf16Table.Value, x);
         }
     }
 
@@ -171,13 +177,7 @@ public unsafe class BlockExponentWeightsTests
         var w = Build(data, rows, cols, F16Table.Value, threads);
         Assert.True(w.ExceptionCount > 0);
         var x = RandomX(rng, cols, 50);
-        for (int r = 0; r < rows; r++)
-        {
-            var expected = Reference(data, r, cols, F16Table.Value, x);
-            Assert.Equal(expected, (BigInteger)Dot(w, r, x, out bool vector));
-            Assert.True(vector);
-            Assert.Equal(expected, (BigInteger)ScalarDot(w, r, x));
-        }
+        AssertEveryRowMatches(w, data, cols, F16Table.Value, x);
     }
 
     [Fact]
