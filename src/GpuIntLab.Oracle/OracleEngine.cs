@@ -181,25 +181,48 @@ public sealed class OracleEngine : IInferenceEngine
     /// Causal attention of token t (position pos0 + t) for query head h: scores over the cache, Q16.48 softmax,
     /// and the value sum, each output element one exact 128-bit sum rounded once.
     /// </summary>
-    private void AttendHead(int layer, Scratch s, int t, int h, int pos0, long[] buffer)
+    private unsafe void AttendHead(int layer, Scratch s, int t, int h, int pos0, long[] buffer)
     {
         int hd = _c.HeadDim, pos = pos0 + t;
-        int kvHead = h / _c.GroupSize; // HF repeat_kv: query head h reads kv head h / group
-        var q = s.Q.AsSpan(t * _c.HiddenSize + h * hd, hd);
+        int kvOffset = h / _c.GroupSize * hd; // HF repeat_kv: query head h reads kv head h / group
         var scores = buffer.AsSpan(0, pos + 1);
         var p = buffer.AsSpan(pos + 1, pos + 1);
-        for (int j = 0; j <= pos; j++)
-            scores[j] = Q48.Mul(Q48.RoundShift(Dot(q, _cache.Key(layer, j).Slice(kvHead * hd, hd)), Q48.FracBits), _attentionScale);
+        fixed (long* q = &s.Q[t * _c.HiddenSize + h * hd])
+            for (int j = 0; j <= pos; j++)
+                fixed (long* k = _cache.Key(layer, j))
+                    scores[j] = Q48.Mul(Q48.RoundShift(Dot(q, k + kvOffset, hd), Q48.FracBits), _attentionScale);
         Q48.Softmax(scores, p);
-        Span<ulong> accLo = stackalloc ulong[hd];
-        Span<long> accHi = stackalloc long[hd];
+        // The value sum of every output element, exact in 128 bits; a zero probability adds nothing and is skipped.
+        long* accHi = stackalloc long[hd];
+        ulong* accLo = stackalloc ulong[hd];
+        new Span<long>(accHi, hd).Clear();
+        new Span<ulong>(accLo, hd).Clear();
         for (int j = 0; j <= pos; j++)
         {
-            var v = _cache.Value(layer, j).Slice(kvHead * hd, hd);
-            for (int i = 0; i < hd; i++) ExactMatrix.Accumulate(ref accHi[i], ref accLo[i], p[j], v[i]);
+            long pj = p[j];
+            if (pj == 0) continue;
+            fixed (long* v0 = _cache.Value(layer, j))
+            {
+                long* v = v0 + kvOffset;
+                for (int i = 0; i < hd; i++) ExactMatrix.Accumulate(ref accHi[i], ref accLo[i], pj, v[i]);
+            }
         }
         var output = s.Attention.AsSpan(t * _c.HiddenSize + h * hd, hd);
         for (int i = 0; i < hd; i++) output[i] = Q48.RoundShift(new Int128((ulong)accHi[i], accLo[i]), Q48.FracBits);
+    }
+
+    /// <summary>Exact 128-bit dot product; two independent carry chains (integer addition is associative).</summary>
+    private static unsafe Int128 Dot(long* a, long* b, int n)
+    {
+        ulong lo0 = 0, lo1 = 0; long hi0 = 0, hi1 = 0;
+        int i = 0;
+        for (; i + 2 <= n; i += 2)
+        {
+            ExactMatrix.Accumulate(ref hi0, ref lo0, a[i], b[i]);
+            ExactMatrix.Accumulate(ref hi1, ref lo1, a[i + 1], b[i + 1]);
+        }
+        for (; i < n; i++) ExactMatrix.Accumulate(ref hi0, ref lo0, a[i], b[i]);
+        return new Int128((ulong)hi0, lo0) + new Int128((ulong)hi1, lo1);
     }
 
     private static void AddResidual(long[] x, long[] delta, int layer, string block)
@@ -238,12 +261,6 @@ public sealed class OracleEngine : IInferenceEngine
         }
     }
 
-    private static Int128 Dot(ReadOnlySpan<long> a, ReadOnlySpan<long> b)
-    {
-        ulong lo = 0; long hi = 0;
-        for (int i = 0; i < a.Length; i++) ExactMatrix.Accumulate(ref hi, ref lo, a[i], b[i]);
-        return new Int128((ulong)hi, lo);
-    }
 
     public void Dispose() { }
 }
