@@ -28,6 +28,31 @@ public class NativeModelFileTests
         Assert.Equal([1, 450, 7483, 310, 3444, 338], native.LoadTokenizer()!.Encode("The capital of France is"));
     }
 
+    /// <summary>The positional reads the oracle transcodes from return the mapped bytes, for both store kinds, and refuse ranges outside the tensor.</summary>
+    [Fact]
+    public void FileReadsMatchTheMappedBytes()
+    {
+        foreach (var source in new[] { TestData.ConformanceF16Sharded, s_native.Value })
+        {
+            using var checkpoint = LlamaCheckpoint.Open(source);
+            foreach (var tensor in checkpoint.AllTensors)
+            {
+                var mapped = checkpoint.Bytes(tensor).ToArray();
+                var read = new byte[mapped.Length];
+                checkpoint.ReadBytes(tensor, 0, read);
+                Assert.Equal(mapped, read);
+                if (mapped.Length > 10)
+                {
+                    var middle = new byte[7];
+                    checkpoint.ReadBytes(tensor, 3, middle);
+                    Assert.Equal(mapped.AsSpan(3, 7).ToArray(), middle);
+                }
+                var e = Assert.Throws<ArgumentOutOfRangeException>(() => checkpoint.ReadBytes(tensor, 1, new byte[mapped.Length]));
+                Assert.Contains(tensor.Name, e.Message);
+            }
+        }
+    }
+
     [Fact]
     public void BF16F16AndF32FoldersExportTheSameBytes()
     {
