@@ -142,28 +142,19 @@ internal sealed unsafe class BlockExponentWeights
                             int blockMax = MaxMagnitude(row + c0, c1 - c0) >> format.MantissaBits;
                             int baseExponent = Math.Max(blockMax - format.MaxShift, format.MinPlacedExponent);
                             units[((long)q * blocks + b) * RowsPerQuad + k] = (byte)(baseExponent + format.UnitOffset);
-                            int c = c0;
-                            // Eight columns (one code group) at a time; lanes not placed in the block and not +0 go
-                            // through the scalar check below (zeros of other kinds, exceptions, invalid codes).
-                            for (; c + Group <= c1; c += Group)
+                            // Eight columns (one code group) at a time, the last group of a row zero-padded; lanes
+                            // not placed in the block and not +0 go through the scalar check (zeros of other kinds,
+                            // exceptions, invalid codes).
+                            for (int c = c0; c < c1; c += Group)
                             {
-                                var bits = Vector128.Load(row + c).AsInt16();
+                                int width = Math.Min(Group, c1 - c);
+                                var bits = width == Group ? Vector128.Load(row + c).AsInt16() : PaddedGroup(row + c, width);
                                 int outside = EncodeGroup(bits, format, baseExponent, codes + CodeIndex(groups, q, k, c));
                                 for (; outside != 0; outside &= outside - 1)
                                 {
                                     int column = c + BitOperations.TrailingZeroCount(outside);
                                     Classify(row[column], r, column);
                                 }
-                            }
-                            for (; c < c1; c++)
-                            {
-                                int bits = row[c], magnitude = bits & 0x7FFF, exponent = magnitude >> format.MantissaBits;
-                                if (exponent >= baseExponent && exponent <= format.MaxExponentInRange)
-                                {
-                                    int mantissa = (1 << format.MantissaBits) + (magnitude & ((1 << format.MantissaBits) - 1));
-                                    codes[CodeIndex(groups, q, k, c)] = (short)(((bits & 0x8000) != 0 ? -mantissa : mantissa) * 16 + (exponent - baseExponent));
-                                }
-                                else if (bits != 0) Classify(bits, r, c);
                             }
                         }
                     }
@@ -213,6 +204,14 @@ internal sealed unsafe class BlockExponentWeights
         return (int)Vector128.ExtractMostSignificantBits(unplaced);
     }
 
+    /// <summary>The last, partial group of a row: its weights, then zeros (which encode as code 0 and are not checked).</summary>
+    private static Vector128<short> PaddedGroup(ushort* row, int width)
+    {
+        var lanes = stackalloc ushort[Group];
+        for (int i = 0; i < Group; i++) lanes[i] = i < width ? row[i] : (ushort)0;
+        return Vector128.Load(lanes).AsInt16();
+    }
+
     private static long CodeIndex(int groups, int quad, int rowInQuad, int column) =>
         ((long)quad * groups + column / Group) * QuadGroupCodes + rowInQuad * Group + column % Group;
 
@@ -233,9 +232,15 @@ internal sealed unsafe class BlockExponentWeights
     {
         for (int i = _exceptionStart[row]; i < _exceptionStart[row + 1]; i++)
             if (_exceptionColumn[i] == column) return _exceptionRaw[i];
+        return BlockWeight(row, column);
+    }
+
+    /// <summary>The weight the block code at (row, column) stands for: M·2^unit (0 for zeros and exceptions).</summary>
+    private long BlockWeight(int row, int column)
+    {
         int q = row / RowsPerQuad, k = row % RowsPerQuad;
         int code = _codes[CodeIndex(Groups, q, k, column)];
-        int unit = _units[((long)q * Blocks + column / BlockColumns) * RowsPerQuad + k] ;
+        int unit = _units[((long)q * Blocks + column / BlockColumns) * RowsPerQuad + k];
         return ((long)(code >> 4) << (code & 15)) << unit;
     }
 
@@ -245,16 +250,10 @@ internal sealed unsafe class BlockExponentWeights
     /// </summary>
     public Int128 ScalarDot(int row, long* x)
     {
-        Int128 total = 0;
-        int q = row / RowsPerQuad, k = row % RowsPerQuad;
-        for (int c = 0; c < Cols; c++)
-        {
-            int code = _codes[CodeIndex(Groups, q, k, c)];
-            if (code == 0) continue;
-            int unit = _units[((long)q * Blocks + c / BlockColumns) * RowsPerQuad + k] ;
-            total += (Int128)(((long)(code >> 4) << (code & 15)) << unit) * x[c];
-        }
-        return total + Exceptions(row, x);
+        long hi = 0; ulong lo = 0;
+        for (int c = 0; c < Cols; c++) ExactMatrix.Accumulate(ref hi, ref lo, BlockWeight(row, c), x[c]);
+        AddExceptions(row, x, ref hi, ref lo);
+        return new Int128((ulong)hi, lo);
     }
 
     /// <summary>Int64 slots <see cref="PrepareActivation"/> writes for one activation vector.</summary>
@@ -374,14 +373,5 @@ internal sealed unsafe class BlockExponentWeights
         if (row >= Rows) return;
         for (int i = _exceptionStart[row]; i < _exceptionStart[row + 1]; i++)
             ExactMatrix.Accumulate(ref hi, ref lo, _exceptionRaw[i], x[_exceptionColumn[i]]);
-    }
-
-    private Int128 Exceptions(int row, long* x)
-    {
-        if (row >= Rows) return 0;
-        Int128 total = 0;
-        for (int i = _exceptionStart[row]; i < _exceptionStart[row + 1]; i++)
-            total += (Int128)_exceptionRaw[i] * x[_exceptionColumn[i]];
-        return total;
     }
 }

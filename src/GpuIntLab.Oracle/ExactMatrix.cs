@@ -104,24 +104,6 @@ internal sealed unsafe class ExactMatrix
         for (int i = 0; i < bits.Length; i++) destination[i] = table[bits[i]];
     }
 
-    /// <summary>Exact sum over the row of weight * x, as a Q32.96 128-bit integer (one row: tests and diagnostics).</summary>
-    public Int128 DotRow(int row, ReadOnlySpan<long> x)
-    {
-        if (x.Length != Cols) throw new ArgumentException($"{Name}: dot of a {Cols}-column row with {x.Length} values");
-        fixed (long* px = x)
-        {
-            if (_fast is not { } fast) return DotRow(row, px);
-            var prepared = new long[fast.PreparedLength];
-            var totals = stackalloc Int128[BlockExponentWeights.RowsPerQuad];
-            fixed (long* pp = prepared)
-            {
-                if (!fast.PrepareActivation(px, pp)) return fast.ScalarDot(row, px);
-                fast.Dot4(row / BlockExponentWeights.RowsPerQuad, pp, px, totals);
-                return totals[row % BlockExponentWeights.RowsPerQuad];
-            }
-        }
-    }
-
     /// <summary>
     /// The hot loop: two independent (hi, lo) accumulator pairs so the add-with-carry chains overlap;
     /// integer addition is associative, so the split changes no bit of the result.
