@@ -21,11 +21,12 @@ public static class BenchOracleCommand
         var tokens = new Option<int>("--tokens") { Description = "Decode steps to time", DefaultValueFactory = _ => 8 };
         var threads = new Option<string>("--threads") { Description = "Comma-separated thread counts to measure", DefaultValueFactory = _ => $"1,{Environment.ProcessorCount}" };
         var json = new Option<string?>("--json-out") { Description = "Also write the measurements as JSON here" };
+        var context = new Option<int>("--context") { Description = "Prompt tokens prefilled before the timed decode steps (attention grows with it)", DefaultValueFactory = _ => 0 };
         var command = new Command("bench-oracle", "Measure oracle decode tokens/sec, the machine's read bandwidth, the roofline ratio and peak memory.")
         {
-            model, tokens, threads, json,
+            model, tokens, threads, json, context,
         };
-        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(tokens), parse.GetValue(threads)!, parse.GetValue(json)));
+        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(tokens), parse.GetValue(threads)!, parse.GetValue(json), parse.GetValue(context)));
         return command;
     }
 
@@ -64,10 +65,21 @@ public static class BenchOracleCommand
         finally { System.Runtime.InteropServices.NativeMemory.Free((void*)buffer); }
     }
 
-    private static Dictionary<string, object> TimeDecode(LlamaCheckpoint checkpoint, int threads, int tokens)
+    private static Dictionary<string, object> TimeDecode(LlamaCheckpoint checkpoint, int threads, int tokens, int context)
     {
+        var load = Stopwatch.StartNew();
         using var oracle = new OracleEngine(checkpoint, threads);
-        oracle.DecodeRaw(1); // warm-up step (position 0)
+        double loadSeconds = load.Elapsed.TotalSeconds;
+        var result = new Dictionary<string, object> { ["threads"] = threads, ["load_seconds"] = loadSeconds };
+        if (context > 0)
+        {
+            // A fixed, deterministic prompt of ordinary token ids (BOS then a cycle over the vocabulary's middle).
+            var prompt = Enumerable.Range(0, context).Select(i => i == 0 ? 1 : 100 + i % Math.Max(1, checkpoint.Config.VocabSize - 200)).ToArray();
+            var prefill = Stopwatch.StartNew();
+            oracle.Prefill(prompt);
+            result["prefill_tokens_per_sec"] = context / prefill.Elapsed.TotalSeconds;
+        }
+        else oracle.DecodeRaw(1); // warm-up step (position 0)
         var steps = new List<double>();
         var clock = Stopwatch.StartNew();
         int next = 1;
@@ -77,13 +89,17 @@ public static class BenchOracleCommand
             next = DeterminismGate.ArgMax(oracle.DecodeRaw(next));
             steps.Add(step.Elapsed.TotalMilliseconds);
         }
-        double rate = tokens / clock.Elapsed.TotalSeconds;
+        result["decode_tokens_per_sec"] = tokens / clock.Elapsed.TotalSeconds;
         steps.Sort();
-        return new() { ["threads"] = threads, ["decode_tokens_per_sec"] = rate, ["step_ms_min"] = steps[0], ["step_ms_median"] = steps[steps.Count / 2] };
+        result["step_ms_min"] = steps[0];
+        result["step_ms_median"] = steps[steps.Count / 2];
+        return result;
     }
 
-    private static int Run(string modelPath, int tokens, string threadList, string? jsonOut)
+    private static int Run(string modelPath, int tokens, string threadList, string? jsonOut, int context)
     {
+        if (tokens < 1) throw new UserInputException("--tokens: must be at least 1");
+        if (context < 0) throw new UserInputException("--context: must not be negative");
         var threadCounts = threadList.Split(',').Select(t => int.TryParse(t, out int n) && n > 0 ? n : throw new UserInputException($"--threads: '{t}' is not a positive integer")).ToArray();
         using var checkpoint = LlamaCheckpoint.Open(modelPath);
         var c = checkpoint.Config;
@@ -96,7 +112,7 @@ public static class BenchOracleCommand
         var results = new List<Dictionary<string, object>>();
         foreach (int t in threadCounts)
         {
-            results.Add(TimeDecode(checkpoint, t, tokens));
+            results.Add(TimeDecode(checkpoint, t, tokens, context));
             // The engine's transcoded weights are garbage now: collect them before the next engine loads its own,
             // so the peak below is one engine's, as in any single run.
             GC.Collect();
@@ -113,7 +129,8 @@ public static class BenchOracleCommand
         {
             double rate = (double)r["decode_tokens_per_sec"];
             r["roofline_fraction"] = rate / roofline;
-            Console.WriteLine($"oracle decode, {r["threads"]} thread(s): {rate:F3} tok/s = {100 * rate / roofline:F1}% of the roofline ({rate * weightBytes / 1e9:F2} GB/s of weights; step min {r["step_ms_min"]:F1} ms, median {r["step_ms_median"]:F1} ms)");
+            string at = context > 0 ? $" at position {context} (prefill {r["prefill_tokens_per_sec"]:F2} tok/s)" : "";
+            Console.WriteLine($"oracle decode, {r["threads"]} thread(s){at}: {rate:F3} tok/s = {100 * rate / roofline:F1}% of the roofline ({rate * weightBytes / 1e9:F2} GB/s of weights; step min {r["step_ms_min"]:F1} ms, median {r["step_ms_median"]:F1} ms; engine load {r["load_seconds"]:F2} s)");
         }
         long onDisk = checkpoint.IsNative ? new FileInfo(modelPath).Length : Directory.GetFiles(modelPath, "*.safetensors").Sum(f => new FileInfo(f).Length);
         Console.WriteLine($"peak working set of the oracle run: {peak / 1e9:F2} GB ({(double)peak / onDisk:F2}x the {onDisk / 1e9:F2} GB checkpoint)");
@@ -122,7 +139,7 @@ public static class BenchOracleCommand
             var env = RunEnvironment.Capture(Directory.GetCurrentDirectory());
             File.WriteAllText(jsonOut, JsonSerializer.Serialize(new Dictionary<string, object>
             {
-                ["model"] = modelPath, ["parameters"] = c.ParameterCount, ["weight_bytes_per_token"] = weightBytes,
+                ["model"] = modelPath, ["context"] = context, ["parameters"] = c.ParameterCount, ["weight_bytes_per_token"] = weightBytes,
                 ["read_bandwidth_gbps"] = bandwidth, ["read_bandwidth_before_gbps"] = bandwidthBefore, ["read_bandwidth_after_gbps"] = bandwidthAfter, ["roofline_tokens_per_sec"] = roofline, ["runs"] = results,
                 ["peak_working_set_bytes"] = peak, ["checkpoint_bytes"] = onDisk, ["environment"] = env,
             }, new JsonSerializerOptions { WriteIndented = true }));

@@ -51,6 +51,23 @@ public class ToolCommandTests
     }
 
     [Fact]
+    public void BenchOracleTimesDecodeAfterAPrefilledContextAndRefusesOneTooLong()
+    {
+        string json = Path.Combine(TestData.TempDir("benchctx"), "bench.json");
+        var (code, stdout, stderr) = CliRunner.Run("bench-oracle", "--model", TestData.ConformanceBf16, "--tokens", "2", "--threads", "1", "--context", "48", "--json-out", json);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("at position 48 (prefill", stdout);
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        var run = doc.RootElement.GetProperty("runs")[0];
+        Assert.Equal(48, doc.RootElement.GetProperty("context").GetInt32());
+        Assert.True(run.GetProperty("prefill_tokens_per_sec").GetDouble() > 0);
+        Assert.True(run.GetProperty("load_seconds").GetDouble() > 0);
+        var (tooLong, _, error) = CliRunner.Run("bench-oracle", "--model", TestData.ConformanceBf16, "--tokens", "1", "--threads", "1", "--context", "1000000");
+        Assert.Equal(2, tooLong);
+        Assert.Contains("exceed the model's context", error);
+    }
+
+    [Fact]
     public void BackendsListsEveryBackendWithAReasonWhenUnavailable()
     {
         var (code, stdout, _) = CliRunner.Run("backends", "--accelerator", "cpu");
