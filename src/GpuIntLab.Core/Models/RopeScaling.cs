@@ -25,37 +25,38 @@ public sealed record RopeScaling(string Type, double Factor, double LowFreqFacto
         return scaling;
     }
 
-    /// <summary>Throws <see cref="ArgumentException"/> with the first problem found (see <see cref="Create"/>).</summary>
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> with the first problem found (see <see cref="Create"/>). No parameter
+    /// name is attached, so the message stays one clean line for the parser to prefix with the file name.
+    /// </summary>
     public void Validate()
     {
         if (Type != Llama3Type)
         {
-            throw new ArgumentException($"rope_scaling type '{Type}' is not supported (only '{Llama3Type}')", nameof(Type));
+            throw new ArgumentException($"rope_scaling type '{Type}' is not supported (only '{Llama3Type}')");
         }
 
         if (!double.IsFinite(Factor) || Factor < 1)
         {
-            throw new ArgumentException($"rope_scaling.factor must be a finite number >= 1, got {Factor:R}", nameof(Factor));
+            throw new ArgumentException($"rope_scaling.factor must be a finite number >= 1, got {Factor:R}");
         }
 
         if (!double.IsFinite(LowFreqFactor) || LowFreqFactor <= 0)
         {
-            throw new ArgumentException($"rope_scaling.low_freq_factor must be a finite number > 0, got {LowFreqFactor:R}", nameof(LowFreqFactor));
+            throw new ArgumentException($"rope_scaling.low_freq_factor must be a finite number > 0, got {LowFreqFactor:R}");
         }
 
         // high > low also keeps the interpolation's denominator (high - low) away from zero
         if (!double.IsFinite(HighFreqFactor) || HighFreqFactor <= LowFreqFactor)
         {
             throw new ArgumentException(
-                $"rope_scaling.high_freq_factor must be a finite number > low_freq_factor ({LowFreqFactor:R}), got {HighFreqFactor:R}",
-                nameof(HighFreqFactor));
+                $"rope_scaling.high_freq_factor must be a finite number > low_freq_factor ({LowFreqFactor:R}), got {HighFreqFactor:R}");
         }
 
         if (OriginalMaxPositionEmbeddings <= 0)
         {
             throw new ArgumentException(
-                $"rope_scaling.original_max_position_embeddings must be > 0, got {OriginalMaxPositionEmbeddings}",
-                nameof(OriginalMaxPositionEmbeddings));
+                $"rope_scaling.original_max_position_embeddings must be > 0, got {OriginalMaxPositionEmbeddings}");
         }
     }
 }

@@ -144,6 +144,7 @@ public class RopeScalingTests(ITestOutputHelper output)
     {
         var e = Assert.ThrowsAny<ArgumentException>(build);
         Assert.Contains(expected, e.Message);
+        Assert.DoesNotContain("(Parameter", e.Message); // one clean line for the config parser to prefix
     }
 
     // transformers' formula in its wavelength form at 224 bits (independent of the table's rational form):
