@@ -26,7 +26,7 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
     private readonly float[] _embedding;
     private readonly ModelWeights<IDeviceLinear, MemoryBuffer1D<float, Stride1D.Dense>> _weights;
     private readonly LayerCache[] _caches;
-    private readonly double[] _invFrequency;
+    private readonly FloatRope _rope;
     private readonly GrowableBuffer<float> _cos, _sin, _scores;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _x, _xb, _q, _k, _v, _att, _hb, _hb2, _projected, _inv, _logits;
     private readonly float _eps, _scale;
@@ -37,7 +37,7 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _rmsApply;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, float> _rmsInverseRows;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _rmsApplyRows;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _rope;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _ropeKernel;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _copy;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, float> _scoresK;
     private readonly Action<Index1D, ArrayView<float>, int> _softmax;
@@ -78,7 +78,7 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
             LinearWeightBytes = _weights.Layers.Sum(w => new[] { w.Q, w.K, w.V, w.O, w.Gate, w.Up, w.Down }.Sum(x => x.WeightBytes)) + _weights.LmHead.WeightBytes;
 
             // RoPE: float64 angles pos * inv_freq (llama3-rewritten where configured), cos/sin rounded to float32, grown with the context.
-            _invFrequency = FloatRope.InverseFrequencies(_c);
+            _rope = new FloatRope(_c.HeadDim, _c.MaxPositionEmbeddings, _c.RopeTheta, _c.RopeScaling);
             _cos = OwnAny(new GrowableBuffer<float>(acc, _c.HeadDim / 2));
             _sin = OwnAny(new GrowableBuffer<float>(acc, _c.HeadDim / 2));
             _scores = OwnAny(new GrowableBuffer<float>(acc, _c.NumAttentionHeads));
@@ -94,7 +94,7 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
             _rmsApply = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(FloatKernels.RmsApply);
             _rmsInverseRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, float>(FloatKernels.RmsInverseRows);
             _rmsApplyRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(FloatKernels.RmsApplyRows);
-            _rope = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(FloatKernels.Rope);
+            _ropeKernel = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(FloatKernels.Rope);
             _copy = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(FloatKernels.CopyTo);
             _scoresK = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, float>(FloatKernels.Scores);
             _softmax = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int>(FloatKernels.Softmax);
@@ -133,7 +133,11 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
         if (_ropePositions < position + 1)
         {
             _cos.Ensure(position + 1); _sin.Ensure(position + 1);
-            var (cos, sin) = FloatRope.SingleTables(_invFrequency, 0, _cos.Positions);
+            int half = _c.HeadDim / 2;
+            var cos = new float[(long)_cos.Positions * half];
+            var sin = new float[cos.Length];
+            int rows = Math.Min(_cos.Positions, _c.MaxPositionEmbeddings);
+            _rope.CopyRows(0, rows, cos.AsSpan(0, rows * half), sin.AsSpan(0, rows * half));
             _cos.View.CopyFromCPU(cos); _sin.View.CopyFromCPU(sin);
             _ropePositions = _cos.Positions;
         }
@@ -171,8 +175,8 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
     void ILlamaOps.RopeAndStore(int layer, int position)
     {
         int half = _c.HeadDim / 2, kv = _c.KvDim;
-        _rope(_c.NumAttentionHeads * half, _q.View, _cos.View, _sin.View, position, half);
-        _rope(_c.NumKeyValueHeads * half, _k.View, _cos.View, _sin.View, position, half);
+        _ropeKernel(_c.NumAttentionHeads * half, _q.View, _cos.View, _sin.View, position, half);
+        _ropeKernel(_c.NumKeyValueHeads * half, _k.View, _cos.View, _sin.View, position, half);
         _copy(kv, _k.View, _caches[layer].Keys.View, position * kv);
         _copy(kv, _v.View, _caches[layer].Values.View, position * kv);
     }

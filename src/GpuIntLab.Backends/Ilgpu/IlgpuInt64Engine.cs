@@ -81,7 +81,7 @@ public sealed class IlgpuInt64Engine : LlamaEngine, IRawLogitsEngine, IExactLlam
             // Boundary constants exactly as the oracle makes them; the oracle's integer RoPE table, uploaded as the context grows.
             _epsilon = Q48.FromDouble(_c.RmsNormEps);
             _attentionScale = Q48.Rsqrt(Q48.FromInt(_c.HeadDim));
-            _rope = new RopeTable(_c.HeadDim, _c.MaxPositionEmbeddings, _c.RopeTheta);
+            _rope = new RopeTable(_c.HeadDim, _c.MaxPositionEmbeddings, _c.RopeTheta, _c.RopeScaling);
             _cos = OwnAny(new GrowableBuffer<long>(acc, _c.HeadDim / 2));
             _sin = OwnAny(new GrowableBuffer<long>(acc, _c.HeadDim / 2));
             _scores = OwnAny(new GrowableBuffer<long>(acc, _c.NumAttentionHeads));
@@ -144,7 +144,8 @@ public sealed class IlgpuInt64Engine : LlamaEngine, IRawLogitsEngine, IExactLlam
             int half = _c.HeadDim / 2, positions = _cos.Positions;
             var cos = new long[(long)positions * half];
             var sin = new long[cos.Length];
-            for (int p = 0; p < Math.Min(positions, _c.MaxPositionEmbeddings); p++) { _rope.Cos(p).CopyTo(cos.AsSpan(p * half)); _rope.Sin(p).CopyTo(sin.AsSpan(p * half)); }
+            int rows = Math.Min(positions, _c.MaxPositionEmbeddings);
+            _rope.CopyRows(0, rows, cos.AsSpan(0, rows * half), sin.AsSpan(0, rows * half));
             _cos.View.CopyFromCPU(cos); _sin.View.CopyFromCPU(sin);
             _ropePositions = positions;
         }
