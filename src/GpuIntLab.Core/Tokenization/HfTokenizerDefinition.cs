@@ -125,55 +125,67 @@ internal sealed class HfTokenizerDefinition
         return vocab;
     }
 
-    /// <summary>Both forms HF writes: "left right" strings (older files) and ["left", "right"] pairs.</summary>
+    /// <summary>
+    /// Both forms HF writes: "left right" strings (older files) and ["left", "right"] pairs. Read with a
+    /// Utf8JsonReader over the array's raw bytes into one reused buffer: a few hundred thousand merges
+    /// would otherwise cost several strings each.
+    /// </summary>
     private static Dictionary<long, (int, int)> ParseMerges(JsonElement model, Dictionary<string, int> vocab, string source)
     {
         if (!model.TryGetProperty("merges", out var m) || m.ValueKind != JsonValueKind.Array)
             throw Fail(source, "model.merges must be an array");
-        var merges = new Dictionary<long, (int, int)>(m.GetArrayLength());
+        var merges = new Dictionary<long, (int, int)>(m.GetArrayLength(), PairKeyComparer.Instance);
         var lookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
+        var reader = new Utf8JsonReader(System.Runtime.InteropServices.JsonMarshal.GetRawUtf8Value(m));
+        reader.Read(); // StartArray
+        char[] buffer = new char[256];
         int rank = 0;
-        char[] buffer = ArrayPool<char>.Shared.Rent(256);
-        try
+        TokenizerLoadException Bad(string problem) => Fail(source, $"model.merges[{rank}]: {problem}");
+
+        // Copies the current string token into buffer at offset; returns its length.
+        int CopyString(ref Utf8JsonReader r, int offset)
         {
-            foreach (var e in m.EnumerateArray())
-            {
-                string left, right;
-                if (e.ValueKind == JsonValueKind.String)
-                {
-                    string s = e.GetString()!;
-                    int space = s.IndexOf(' ');
-                    if (space <= 0 || space == s.Length - 1 || s.IndexOf(' ', space + 1) >= 0)
-                        throw Fail(source, $"model.merges[{rank}]: '{s}' is not two tokens separated by one space");
-                    left = s[..space];
-                    right = s[(space + 1)..];
-                }
-                else if (e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 2
-                    && e[0].ValueKind == JsonValueKind.String && e[1].ValueKind == JsonValueKind.String)
-                {
-                    left = e[0].GetString()!;
-                    right = e[1].GetString()!;
-                }
-                else
-                {
-                    throw Fail(source, $"model.merges[{rank}]: {e.GetRawText()} is neither \"left right\" nor [\"left\", \"right\"]");
-                }
-                if (!vocab.TryGetValue(left, out int leftId)) throw Fail(source, $"model.merges[{rank}]: '{left}' is not in model.vocab");
-                if (!vocab.TryGetValue(right, out int rightId)) throw Fail(source, $"model.merges[{rank}]: '{right}' is not in model.vocab");
-                int length = left.Length + right.Length;
-                if (buffer.Length < length) { ArrayPool<char>.Shared.Return(buffer); buffer = ArrayPool<char>.Shared.Rent(length); }
-                left.CopyTo(buffer);
-                right.CopyTo(buffer.AsSpan(left.Length));
-                if (!lookup.TryGetValue(buffer.AsSpan(0, length), out int merged))
-                    throw Fail(source, $"model.merges[{rank}]: the merge of '{left}' and '{right}' is not in model.vocab");
-                // A pair listed twice keeps its later rank, as the Rust library's HashMap collect does.
-                merges[ByteLevelBpeTokenizer.PairKey(leftId, rightId)] = (rank, merged);
-                rank++;
-            }
+            if (r.TokenType != JsonTokenType.String) throw Bad("is neither \"left right\" nor [\"left\", \"right\"]");
+            int max = r.HasValueSequence ? (int)r.ValueSequence.Length : r.ValueSpan.Length;
+            if (buffer.Length < offset + max) Array.Resize(ref buffer, Math.Max(buffer.Length * 2, offset + max));
+            return r.CopyString(buffer.AsSpan(offset));
         }
-        finally
+
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
         {
-            ArrayPool<char>.Shared.Return(buffer);
+            int leftLength, length;
+            if (reader.TokenType == JsonTokenType.String)
+            {
+                length = CopyString(ref reader, 0);
+                var text = buffer.AsSpan(0, length);
+                leftLength = text.IndexOf(' ');
+                if (leftLength <= 0 || leftLength == length - 1 || text[(leftLength + 1)..].IndexOf(' ') >= 0)
+                    throw Bad($"'{text}' is not two tokens separated by one space");
+                // Close the gap so that buffer[0..length-1] is the merged token.
+                text[(leftLength + 1)..].CopyTo(buffer.AsSpan(leftLength));
+                length--;
+            }
+            else if (reader.TokenType == JsonTokenType.StartArray)
+            {
+                reader.Read();
+                leftLength = CopyString(ref reader, 0);
+                reader.Read();
+                length = leftLength + CopyString(ref reader, leftLength);
+                if (!reader.Read() || reader.TokenType != JsonTokenType.EndArray) throw Bad("a pair must have exactly two strings");
+            }
+            else
+            {
+                throw Bad("is neither \"left right\" nor [\"left\", \"right\"]");
+            }
+            var left = buffer.AsSpan(0, leftLength);
+            var right = buffer.AsSpan(leftLength, length - leftLength);
+            if (!lookup.TryGetValue(left, out int leftId)) throw Bad($"'{left}' is not in model.vocab");
+            if (!lookup.TryGetValue(right, out int rightId)) throw Bad($"'{right}' is not in model.vocab");
+            if (!lookup.TryGetValue(buffer.AsSpan(0, length), out int merged))
+                throw Bad($"the merge of '{left}' and '{right}' is not in model.vocab");
+            // A pair listed twice keeps its later rank, as the Rust library's HashMap collect does.
+            merges[ByteLevelBpeTokenizer.PairKey(leftId, rightId)] = (rank, merged);
+            rank++;
         }
         return merges;
     }
@@ -370,6 +382,17 @@ internal sealed class HfTokenizerDefinition
             return content.GetString();
         throw Fail(source, $"{field} must be a string or an object with \"content\"");
     }
+}
+
+/// <summary>
+/// Hashes a (left id, right id) pair key with a multiplicative mix: long's own hash is the XOR of its
+/// halves, and XOR of two ids below 2^18 puts a few hundred thousand merges into far fewer buckets.
+/// </summary>
+internal sealed class PairKeyComparer : IEqualityComparer<long>
+{
+    public static readonly PairKeyComparer Instance = new();
+    public bool Equals(long x, long y) => x == y;
+    public int GetHashCode(long key) => (int)((ulong)key * 0x9E3779B97F4A7C15UL >> 32);
 }
 
 /// <summary>One pre-tokenizer step: turns the pieces so far into finer pieces.</summary>

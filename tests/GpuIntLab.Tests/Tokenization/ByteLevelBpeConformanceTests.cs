@@ -87,17 +87,26 @@ public class ByteLevelBpeConformanceTests(ITestOutputHelper output)
         Assert.Equal(151669, qwen.VocabSize);
     }
 
+    /// <summary>
+    /// Load cost, measured as this process's CPU time so that other load on a shared machine does not count
+    /// (the bound is loose: other tests running in parallel add their CPU time too).
+    /// </summary>
     [Fact]
     public void Loading_a_real_tokenizer_json_is_fast()
     {
         byte[] json = ByteLevelBpeTestData.TokenizerJson("llama3");
         byte[] config = ByteLevelBpeTestData.TokenizerConfigJson("llama3");
         ByteLevelBpeTokenizer.FromJson(json, "llama3", config); // JIT warm-up
+        var process = Process.GetCurrentProcess();
+        process.Refresh();
+        var cpuBefore = process.TotalProcessorTime;
         var clock = Stopwatch.StartNew();
         var tok = ByteLevelBpeTokenizer.FromJson(json, "llama3", config);
-        double seconds = clock.Elapsed.TotalSeconds;
-        output.WriteLine($"Llama 3 tokenizer.json ({json.Length / 1e6:F1} MB, 128000 vocab, 280147 merges) loaded in {seconds * 1000:F0} ms");
+        double wall = clock.Elapsed.TotalSeconds;
+        process.Refresh();
+        double cpu = (process.TotalProcessorTime - cpuBefore).TotalSeconds;
+        output.WriteLine($"Llama 3 tokenizer.json ({json.Length / 1e6:F1} MB, 128000 vocab, 280147 merges) loaded in {cpu * 1000:F0} ms CPU, {wall * 1000:F0} ms wall");
         Assert.Equal(128256, tok.VocabSize);
-        Assert.True(seconds < 5, $"loading took {seconds:F2} s");
+        Assert.True(cpu < 10, $"loading took {cpu:F2} s of CPU");
     }
 }
