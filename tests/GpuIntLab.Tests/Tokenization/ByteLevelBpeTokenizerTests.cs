@@ -73,6 +73,29 @@ public class ByteLevelBpeTokenizerTests
     }
 
     [Fact]
+    public void Digits_step_and_prefix_space_split_as_the_rust_library()
+    {
+        // Merge "1"+"2" exists: GPT-2's regex alone keeps "123" together -> [256 ("12"), 51 ("3")];
+        // a Digits(individual_digits) step first isolates each digit (SmolLM2's pre-tokenizer) -> [49, 50, 51].
+        var plain = ToyJson(["12"], ["1 2"]);
+        Assert.Equal([256, 51], Build(plain).Encode("123", false));
+        var digits = ToyJson(["12"], ["1 2"]);
+        digits["pre_tokenizer"] = new JsonObject
+        {
+            ["type"] = "Sequence",
+            ["pretokenizers"] = new JsonArray(
+                new JsonObject { ["type"] = "Digits", ["individual_digits"] = true },
+                new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["use_regex"] = true }),
+        };
+        Assert.Equal([49, 50, 51], Build(digits).Encode("123", false));
+        // add_prefix_space: "hi" is encoded as " hi" (space = byte 32 = 'Ġ').
+        var prefix = ToyJson([], []);
+        prefix["pre_tokenizer"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["use_regex"] = true };
+        Assert.Equal([32, 104, 105], Build(prefix).Encode("hi", false));
+        Assert.Equal([32, 104, 105], Build(prefix).Encode(" hi", false));
+    }
+
+    [Fact]
     public void Added_tokens_are_cut_out_longest_first_and_lstrip_rstrip_take_the_spaces()
     {
         var added = new JsonArray(
