@@ -471,7 +471,7 @@ internal sealed class AddedTokenMatcher
             AddedTokenEntry? match = null;
             foreach (var t in _byFirstChar[text[at]])
             {
-                if (string.CompareOrdinal(text, at, t.Content, 0, t.Content.Length) == 0 && at + t.Content.Length <= text.Length)
+                if (text.AsSpan(at).StartsWith(t.Content, StringComparison.Ordinal))
                 {
                     match = t;
                     break;

@@ -56,6 +56,24 @@ public class ByteLevelBpeLibraryCrossCheckTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// Llama 3 sets ignore_merges: a pre-token the vocabulary holds whole is one token even where the merges
+    /// cannot build it. " jeho" is token 101503, but merging gives " j" + "eh" + "o" = [503, 2701, 78]
+    /// (found by a separate Python BPE over the file; 105 such letter words exist). The library, which has
+    /// no ignore_merges, and our encoder with the flag cleared in the file must both give the merged ids.
+    /// </summary>
+    [Fact]
+    public void Ignore_merges_keeps_a_whole_vocabulary_word_that_merges_cannot_build()
+    {
+        Assert.Equal([503, 2701, 78], Library("llama3").EncodeToIds(" jeho").ToArray());
+        Assert.Equal([101503], ByteLevelBpeTestData.Get("llama3").Encode(" jeho", addSpecialTokens: false));
+        string json = System.Text.Encoding.UTF8.GetString(ByteLevelBpeTestData.TokenizerJson("llama3"));
+        Assert.Contains("\"ignore_merges\":true", json);
+        var withoutFlag = Core.Tokenization.ByteLevelBpeTokenizer.FromJson(
+            System.Text.Encoding.UTF8.GetBytes(json.Replace("\"ignore_merges\":true", "\"ignore_merges\":false")), "llama3 without ignore_merges");
+        Assert.Equal([503, 2701, 78], withoutFlag.Encode(" jeho", addSpecialTokens: false));
+    }
+
+    /// <summary>
     /// Qwen case 22 ("e" + U+0301 " vs é") needs the NFC normalizer, which the library lacks here: it
     /// encodes the decomposed "e" + U+0301 as [68 53839] where the reference has é = [963].
     /// Every other case agrees, so the library is right on the BPE merges and byte mapping themselves.
