@@ -9,8 +9,10 @@ namespace GpuIntLab.Core.Formats;
 /// <param name="Element">Element encoding: "bf16", "int8", "e4m3", "e2m1", "uint4", ...</param>
 /// <param name="BlockSize">Elements per scale along K; 0 = one scale per output row; -1 = one scale per tensor; no scale for 16-bit.</param>
 /// <param name="ScaleEncoding">"e8m0", "e4m3+fp32", "fp16", "fp32" or "none".</param>
-/// <param name="ScaleRule">How the scale is chosen: "ocp-floor" / "rceil" (MX), "transformer-engine" (NVFP4), "minmax" (RTN),
-/// "gptq", "awq", "absmax", "smoothquant", or "none".</param>
+/// <param name="ScaleRule">How the scale is chosen: "ocp-floor" / "rceil" (MX, <see cref="LowBit.MxScaleRule"/>),
+/// "transformer-engine" (NVFP4, <see cref="LowBit.Nvfp4Codec"/>), "minmax" (INT4 RTN on GPTQ's min/max grid,
+/// <see cref="WeightOnly.Int4Rtn"/>), "gptq" (<see cref="WeightOnly.Gptq"/>), "awq" (<see cref="WeightOnly.Awq"/>, its own
+/// grid), "absmax" and "smoothquant" (<see cref="Quantizer"/>), or "none".</param>
 /// <param name="ElementBits">Bits per stored element.</param>
 /// <param name="ScaleBits">Bits per block / row / tensor scale.</param>
 /// <param name="ZeroBits">Bits per block zero point (asymmetric INT4: a packed 4-bit qzero), else 0.</param>
@@ -19,6 +21,13 @@ namespace GpuIntLab.Core.Formats;
 public sealed record WeightScheme(string Name, string Element, int BlockSize, string ScaleEncoding, string ScaleRule,
     int ElementBits, int ScaleBits, int ZeroBits = 0, int TensorScalarBits = 0, int PerInputColumnBits = 0)
 {
+    /// <summary>
+    /// Bits per weight independent of the shape: element bits plus the block's scale and zero bits spread over the
+    /// block (e.g. 4.25 for MXFP4, 4.5 for NVFP4, 4.15625 for asymmetric INT4 g128); for per-row and per-tensor scales
+    /// and the per-tensor / per-column extras, which depend on the shape, see <see cref="BitsPerWeight"/>.
+    /// </summary>
+    public double NominalBitsPerWeight => BlockSize > 0 ? ElementBits + (double)(ScaleBits + ZeroBits) / BlockSize : ElementBits;
+
     /// <summary>Bytes to store a [rows, cols] weight (y = W x, cols = K) under this scheme, exactly.</summary>
     public long StorageBytes(int rows, int cols)
     {

@@ -31,6 +31,9 @@ public class WeightSchemeTests(ITestOutputHelper output)
         Assert.Equal(LinearWeights + 4L * 22 * 17920, WeightSchemeCatalog.Memory(shape, WeightSchemeCatalog.Get("int8-per-channel")).LinearBytes);
         Assert.Equal(2 * OtherParameters, WeightSchemeCatalog.Memory(shape, WeightSchemeCatalog.Get("mxfp4-rceil")).OtherBytes);
         Assert.Contains("nvfp4", Assert.Throws<ArgumentException>(() => WeightSchemeCatalog.Get("fp5")).Message);
+        Assert.Equal(4.25, WeightSchemeCatalog.Get("mxfp4-ocp-floor").NominalBitsPerWeight);
+        Assert.Equal(4.5, WeightSchemeCatalog.Get("nvfp4").NominalBitsPerWeight);
+        Assert.Equal(4 + 20.0 / 128, WeightSchemeCatalog.Get("int4-g128-awq-asym").NominalBitsPerWeight);
         Assert.Equal(WeightSchemeCatalog.All.Count, WeightSchemeCatalog.All.Select(s => s.Name).Distinct().Count());
         output.WriteLine(WeightSchemeCatalog.MemoryTable(shape));
     }
