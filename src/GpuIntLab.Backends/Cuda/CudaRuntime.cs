@@ -14,18 +14,40 @@ public static class CudaRuntime
     private static readonly Lazy<(CudaDriver? Driver, Nvrtc? Nvrtc, Availability Availability)> s_state =
         new(() => Probe(CudaDriver.DefaultCandidates(), Nvrtc.DefaultCandidates()));
 
-    public static Availability Availability => s_state.Value.Availability;
+    // Set only by UseForDryRun (the stub-driver tests); otherwise the probed state above.
+    private static (CudaDriver? Driver, Nvrtc? Nvrtc, Availability Availability)? s_override;
+    private static (CudaDriver? Driver, Nvrtc? Nvrtc, Availability Availability) State => s_override ?? s_state.Value;
+
+    public static Availability Availability => State.Availability;
 
     /// <summary>Compute capability of device 0 as major*10+minor (0 when unavailable).</summary>
-    public static int ComputeCapability => s_cc.Value;
-    private static readonly Lazy<int> s_cc = new(() =>
+    public static int ComputeCapability => s_override is null ? s_cc.Value : QueryComputeCapability();
+    private static readonly Lazy<int> s_cc = new(QueryComputeCapability);
+    private static int QueryComputeCapability()
     {
         if (!Availability.IsAvailable) return 0;
         var d = Driver; int dev = d.DeviceGet(0);
         return 10 * d.DeviceAttribute(dev, CudaDriver.AttrComputeCapabilityMajor) + d.DeviceAttribute(dev, CudaDriver.AttrComputeCapabilityMinor);
-    });
-    internal static CudaDriver Driver => s_state.Value.Driver ?? throw new CudaUnavailableException(Availability.Reason);
-    internal static Nvrtc Nvrtc => s_state.Value.Nvrtc ?? throw new CudaUnavailableException(Availability.Reason);
+    }
+    internal static CudaDriver Driver => State.Driver ?? throw new CudaUnavailableException(Availability.Reason);
+    internal static Nvrtc Nvrtc => State.Nvrtc ?? throw new CudaUnavailableException(Availability.Reason);
+
+    /// <summary>
+    /// Makes the process use the given driver and NVRTC (a stand-in libcuda for the GPU-less dry run) until the
+    /// returned scope is disposed. Process-wide: callers must not run alongside other CUDA users.
+    /// </summary>
+    public static IDisposable UseForDryRun(string driverPath, string nvrtcPath)
+    {
+        var probed = Probe([driverPath], [nvrtcPath]);
+        if (!probed.Availability.IsAvailable) throw new CudaUnavailableException(probed.Availability.Reason);
+        s_override = probed;
+        return new OverrideScope();
+    }
+
+    private sealed class OverrideScope : IDisposable
+    {
+        public void Dispose() => s_override = null;
+    }
 
     /// <summary>Binds the driver and NVRTC from the candidate lists and classifies what is missing.</summary>
     public static (CudaDriver? Driver, Nvrtc? Nvrtc, Availability Availability) Probe(IEnumerable<string> driverCandidates, IEnumerable<string> nvrtcCandidates)
@@ -287,10 +309,20 @@ public static class KernelSources
     public static NvrtcOutput Compile(Nvrtc nvrtc, string file, int computeCapability) =>
         CompileFor(nvrtc, file, Target(nvrtc, computeCapability));
 
-    /// <summary>Compiles kernels/<paramref name="file"/> for <paramref name="arch"/> with <see cref="Options(string)"/>.</summary>
+    /// <summary>
+    /// Compiles kernels/<paramref name="file"/> for <paramref name="arch"/> with <see cref="Options(string)"/>.
+    /// The result is kept per NVRTC, file, architecture and exact source text (file and headers), so the many
+    /// engines a check or test run creates compile each module once (int64.cu takes seconds).
+    /// </summary>
     public static NvrtcOutput CompileFor(Nvrtc nvrtc, string file, string arch)
     {
         var headers = Headers.ToDictionary(h => h, Read);
-        return nvrtc.Compile(Read(file), file, headers, Options(arch));
+        string source = Read(file);
+        string key = string.Join("\0", [nvrtc.Source, file, arch, source, .. headers.Values]);
+        var lazy = s_compiled.GetOrAdd((nvrtc, key), _ => new Lazy<NvrtcOutput>(() => nvrtc.Compile(source, file, headers, Options(arch))));
+        try { return lazy.Value; }
+        catch (CudaException) { s_compiled.TryRemove((nvrtc, key), out _); throw; }  // a failed compile is retried next time
     }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(Nvrtc, string), Lazy<NvrtcOutput>> s_compiled = new();
 }
