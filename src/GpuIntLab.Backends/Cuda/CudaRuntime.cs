@@ -319,10 +319,11 @@ public static class KernelSources
         var headers = Headers.ToDictionary(h => h, Read);
         string source = Read(file);
         string key = string.Join("\0", [nvrtc.Source, file, arch, source, .. headers.Values]);
-        var lazy = s_compiled.GetOrAdd((nvrtc, key), _ => new Lazy<NvrtcOutput>(() => nvrtc.Compile(source, file, headers, Options(arch))));
+        var lazy = s_compiled.GetOrAdd(key, _ => new Lazy<NvrtcOutput>(() => nvrtc.Compile(source, file, headers, Options(arch))));
         try { return lazy.Value; }
-        catch (CudaException) { s_compiled.TryRemove((nvrtc, key), out _); throw; }  // a failed compile is retried next time
+        catch (CudaException) { s_compiled.TryRemove(key, out _); throw; }  // a failed compile is retried next time
     }
 
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(Nvrtc, string), Lazy<NvrtcOutput>> s_compiled = new();
+    // Keyed by the library's path (two bindings of one library compile alike), file, arch and source text.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<NvrtcOutput>> s_compiled = new();
 }
