@@ -49,6 +49,8 @@ apt_opts=(
   -o "APT::Sandbox::User=root"
   -o "APT::Architecture=amd64"
   -o "Acquire::Languages=none"
+  -o "Acquire::http::Timeout=30"
+  -o "Acquire::Retries=1"
   -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
   -o "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false"
 )

@@ -43,6 +43,7 @@ public static class CudaToolsForTests
 
     private static (string?, string) LocateNvrtc()
     {
+        if (Environment.GetEnvironmentVariable("GPUINTLAB_TEST_NVRTC_UNAVAILABLE") is { Length: > 0 } why) return (null, "no NVRTC: " + why);
         var env = Environment.GetEnvironmentVariable("GPUINTLAB_TEST_NVRTC");
         if (!string.IsNullOrEmpty(env))
             return File.Exists(env) ? (env, "") : (null, $"GPUINTLAB_TEST_NVRTC names a missing file: {env}");
