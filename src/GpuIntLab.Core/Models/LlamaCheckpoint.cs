@@ -70,10 +70,26 @@ public sealed class LlamaCheckpoint : IDisposable
     /// The model's tokenizer, or null: tokenizer.model or tokenizer.json beside the weights (see
     /// <see cref="TokenizerLoader.FindTokenizerFile"/>), or the tokenizer.model embedded in a native file.
     /// </summary>
-    public ITokenizer? LoadTokenizer() =>
-        TokenizerModel != null ? LlamaTokenizer.FromBytes(TokenizerModel, sourceName: Folder + " (embedded tokenizer.model)")
-        : IsNative ? null
-        : TokenizerLoader.TryLoad(Folder);
+    public ITokenizer? LoadTokenizer()
+    {
+        var tokenizer = TokenizerModel != null ? LlamaTokenizer.FromBytes(TokenizerModel, sourceName: Folder + " (embedded tokenizer.model)")
+            : IsNative ? null
+            : TokenizerLoader.TryLoad(Folder);
+        if (tokenizer != null) CheckVocabulary(tokenizer);
+        return tokenizer;
+    }
+
+    /// <summary>
+    /// A tokenizer that can produce ids the model has no row for is the wrong tokenizer: refused here, not mid-generation.
+    /// A SentencePiece model must match the vocabulary exactly; a tokenizer.json may be smaller (Qwen pads its embedding
+    /// to 151936 rows for 151669 tokens).
+    /// </summary>
+    private void CheckVocabulary(ITokenizer tokenizer)
+    {
+        bool sentencePiece = tokenizer is LlamaTokenizer;
+        if (tokenizer.VocabSize > Config.VocabSize || (sentencePiece && tokenizer.VocabSize != Config.VocabSize))
+            throw new ModelLoadException($"{Folder}: the tokenizer has {tokenizer.VocabSize} tokens but config.json's vocab_size is {Config.VocabSize}: they belong to different models");
+    }
 
     public static string LayerTensorName(int layer, LayerWeight w) => $"model.layers.{layer}." + w switch
     {

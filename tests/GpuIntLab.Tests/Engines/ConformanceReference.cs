@@ -7,7 +7,7 @@ namespace GpuIntLab.Tests.Engines;
 public sealed record ReferencePosition(int Pos, int InputId, int Argmax, double Margin, (int Id, double Logit)[] Top16,
     (int Id, double Logit)[] Probes, double LogSumExp, double Sum, double SumSq);
 
-public sealed record ReferenceCase(string Name, int[] InputIds, int PromptLength, int[] GeneratedIds, ReferencePosition[] Positions, double MinGreedyMargin)
+public sealed record ReferenceCase(string Name, int[] InputIds, int PromptLength, int[] GeneratedIds, ReferencePosition[] Positions, double MinGreedyMargin, string? PromptText = null)
 {
     public override string ToString() => Name;
 }
@@ -52,7 +52,8 @@ public static class ConformanceReference
             promptLength = prompt.Length;
         }
         double margin = c.TryGetProperty("min_greedy_margin", out var m) ? m.GetDouble() : double.NaN;
-        return new ReferenceCase(c.GetProperty("name").GetString()!, inputs, promptLength, generated, positions, margin);
+        string? text = c.TryGetProperty("prompt_text", out var t) ? t.GetString() : null;
+        return new ReferenceCase(c.GetProperty("name").GetString()!, inputs, promptLength, generated, positions, margin, text);
     }
 
     /// <summary>Largest differences between an engine's logits and the reference at one position.</summary>

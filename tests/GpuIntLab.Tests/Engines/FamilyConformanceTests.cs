@@ -49,6 +49,27 @@ public class FamilyConformanceTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>From text: the model folder's tokenizer.json gives the reference's prompt ids (BOS where the model adds one), and the oracle's greedy ids follow.</summary>
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void GreedyIdsFromTextPrompts(string modelName)
+    {
+        var model = FamilyConformance.Model(modelName);
+        using var checkpoint = LlamaCheckpoint.Open(model.Folder);
+        var tokenizer = checkpoint.LoadTokenizer() ?? throw new InvalidOperationException($"{model.Folder}: no tokenizer");
+        using var oracle = new OracleEngine(checkpoint, threads: 2);
+        foreach (var c in model.Cases.Where(c => c.PromptText != null))
+        {
+            int[] ids = tokenizer.Encode(c.PromptText!, addSpecialTokens: true).ToArray();
+            Assert.Equal(c.InputIds.Take(c.PromptLength), ids);
+            Assert.Equal(model.BosPrepended, ids[0] == checkpoint.Config.BosTokenId);
+            oracle.Reset();
+            Assert.Equal(c.GeneratedIds, Greedy.Generate(oracle, ids, c.GeneratedIds.Length));
+        }
+    }
+
+    public static TheoryData<string> Models() => new(FamilyConformance.Names);
+
     [Theory]
     [InlineData("tiny-llama3", ModelFamily.Llama, true, false, false)]
     [InlineData("tiny-qwen2", ModelFamily.Qwen2, false, true, false)]
