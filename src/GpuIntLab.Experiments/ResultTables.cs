@@ -137,6 +137,13 @@ public static class ResultTables
         return sb.ToString();
     }
 
+    /// <summary>Fails now, with one message, when the pages of <paramref name="experiment"/> could not be regenerated in <paramref name="resultsDirectory"/>.</summary>
+    public static void CheckCanRegenerate(string resultsDirectory, string experiment)
+    {
+        ResultsStore.PrepareFolder(resultsDirectory, "results folder");
+        ResultsStore.CheckFileTargets([Path.Combine(resultsDirectory, experiment + ".md"), Path.Combine(resultsDirectory, "README.md")]);
+    }
+
     /// <summary>Writes results/&lt;experiment&gt;.md for each experiment and results/README.md as the index; returns the files written.</summary>
     public static List<string> Regenerate(string resultsDirectory, Action<string>? warn = null)
     {

@@ -18,8 +18,9 @@ public static class ExportNativeCommand
         command.SetAction(parse =>
         {
             var clock = Stopwatch.StartNew();
-            using var checkpoint = LlamaCheckpoint.Open(parse.GetValue(model)!);
             string path = parse.GetValue(output)!;
+            OutputPaths.CheckFile(path, "--out", OutputPaths.ModelInputs(parse.GetValue(model)!));
+            using var checkpoint = LlamaCheckpoint.Open(parse.GetValue(model)!);
             var encodings = NativeModelFile.Write(checkpoint, path);
             Console.WriteLine($"wrote {path}: {new FileInfo(path).Length / (1024.0 * 1024.0):F1} MiB in {clock.Elapsed.TotalSeconds:F1} s");
             foreach (var g in encodings.GroupBy(e => e.Value)) Console.WriteLine($"  {g.Count()} tensors as {g.Key}");
