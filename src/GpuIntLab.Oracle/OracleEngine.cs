@@ -10,47 +10,38 @@ namespace GpuIntLab.Oracle;
 /// Floating point appears only at the boundary: the config's epsilon and theta are converted once at
 /// load, and logits are widened to float64 on the way out. Deterministic for any thread count.
 /// </summary>
-public sealed class OracleEngine : IInferenceEngine
+public sealed class OracleEngine : LlamaEngine, IRawLogitsEngine, IExactLlamaOps
 {
-    private sealed record Layer(long[] InputNorm, ExactMatrix Q, ExactMatrix K, ExactMatrix V, ExactMatrix O,
-        long[] PostNorm, ExactMatrix Gate, ExactMatrix Up, ExactMatrix Down);
-
     private readonly LlamaConfig _c;
     private readonly ExactMatrix _embedding;
-    private readonly Layer[] _layers;
-    private readonly long[] _finalNorm;
-    private readonly ExactMatrix _lmHead;
+    private readonly ModelWeights<ExactMatrix, long[]> _weights;
     private readonly RopeTable _rope;
     private readonly long _epsilon;          // rms_norm_eps in Q16.48
     private readonly long _attentionScale;   // 1/sqrt(head_dim) in Q16.48
     private readonly KvCache<long> _cache;
     private readonly int _threads;
 
+    public override EngineInfo Info { get; }
+    public override ILlamaOps Ops => this;
 
-    public EngineInfo Info { get; }
-    public LlamaConfig Config => _c;
-    public int Position { get; private set; }
+    /// <summary>The prompt goes through in runs of this many tokens: every weight row is read once per run, not once per token.</summary>
+    protected override int MaxStepTokens => PrefillChunk;
 
     /// <summary>Raw Q16.48 logits of the last step that computed logits (for hashing).</summary>
     public long[] LastRawLogits { get; private set; } = [];
 
-    public OracleEngine(LlamaCheckpoint checkpoint, int threads = 1)
+    public OracleEngine(LlamaCheckpoint checkpoint, int threads = 1) : base(checkpoint.Config)
     {
         _c = checkpoint.Config;
         _threads = Math.Max(1, threads);
-        _embedding = ExactMatrix.Load(checkpoint, checkpoint.Info(LlamaCheckpoint.EmbeddingName), forProducts: checkpoint.LmHead.Name == LlamaCheckpoint.EmbeddingName);
-        _layers = new Layer[_c.NumHiddenLayers];
-        for (int l = 0; l < _layers.Length; l++)
-        {
-            ExactMatrix M(LayerWeight w) => ExactMatrix.Load(checkpoint, checkpoint.Layer(l, w));
-            long[] V(LayerWeight w) => checkpoint.ReadQ48(checkpoint.Layer(l, w));
-            _layers[l] = new Layer(V(LayerWeight.InputNorm), M(LayerWeight.Q), M(LayerWeight.K), M(LayerWeight.V), M(LayerWeight.O),
-                V(LayerWeight.PostAttentionNorm), M(LayerWeight.Gate), M(LayerWeight.Up), M(LayerWeight.Down));
-        }
-        _finalNorm = checkpoint.ReadQ48(checkpoint.Info(LlamaCheckpoint.FinalNormName));
-        _lmHead = checkpoint.LmHead.Name == LlamaCheckpoint.EmbeddingName ? _embedding : ExactMatrix.Load(checkpoint, checkpoint.LmHead);
+        bool tied = checkpoint.LmHead.Name == LlamaCheckpoint.EmbeddingName;
+        _embedding = ExactMatrix.Load(checkpoint, checkpoint.Info(LlamaCheckpoint.EmbeddingName), forProducts: tied);
+        // A tied head is the embedding matrix itself, loaded once.
+        _weights = LlamaWeights.Load(checkpoint,
+            t => t.Name == LlamaCheckpoint.EmbeddingName ? _embedding : ExactMatrix.Load(checkpoint, t),
+            checkpoint.ReadQ48);
 
-        // Boundary: the two real-valued hyper-parameters enter the integer world here, once.
+        // Boundary: the real-valued hyper-parameters enter the integer world here, once.
         _epsilon = Q48.FromDouble(_c.RmsNormEps);
         _rope = new RopeTable(_c.HeadDim, _c.MaxPositionEmbeddings, _c.RopeTheta);
         _attentionScale = Q48.Rsqrt(Q48.FromInt(_c.HeadDim));
@@ -65,32 +56,15 @@ public sealed class OracleEngine : IInferenceEngine
             });
     }
 
-    public void Reset() => Position = 0;
-
-    public double[] Prefill(ReadOnlySpan<int> tokens)
-    {
-        EngineGuards.CheckTokens(_c, tokens, Position);
-        if (tokens.Length == 0) throw new ArgumentException("prefill needs at least one token", nameof(tokens));
-        // The prompt goes through in chunks: every weight row is read once per chunk, not once per token.
-        // Exact sums make the result bit-identical to feeding the tokens one at a time.
-        for (int start = 0; start < tokens.Length; start += PrefillChunk)
-        {
-            int count = Math.Min(PrefillChunk, tokens.Length - start);
-            Forward(tokens.Slice(start, count), computeLogits: start + count == tokens.Length);
-        }
-        return ToDoubles(LastRawLogits);
-    }
-
-    /// <summary>Tokens per prefill chunk (bounds the scratch memory: chunk x intermediate size int64s).</summary>
+    /// <summary>Tokens per prefill run (bounds the scratch memory: run x intermediate size int64s).</summary>
     public const int PrefillChunk = 64;
 
-    public double[] Decode(int token) => ToDoubles(DecodeRaw(token));
+    protected override double[] ReadLogits() => ToDoubles(LastRawLogits);
 
     /// <summary>Decode returning the raw Q16.48 logits (no float64 conversion).</summary>
     public long[] DecodeRaw(int token)
     {
-        EngineGuards.CheckTokens(_c, [token], Position);
-        Forward([token], computeLogits: true);
+        Decode(token);
         return LastRawLogits;
     }
 
@@ -101,80 +75,178 @@ public sealed class OracleEngine : IInferenceEngine
         return result;
     }
 
-    /// <summary>Activations of a run of B tokens, row-major [B, width]; reused across steps of the same B.</summary>
+    /// <summary>Activations of a run of T tokens, row-major [T, width]; reused across steps of the same T.</summary>
     private sealed class Scratch(LlamaConfig c, int tokens)
     {
         public readonly int Tokens = tokens;
-        public readonly long[] X = new long[tokens * c.HiddenSize], Xb = new long[tokens * c.HiddenSize];
-        public readonly long[] Q = new long[tokens * c.HiddenSize], Attention = new long[tokens * c.HiddenSize];
+        public readonly long[] X = new long[tokens * c.HiddenSize], Xb = new long[tokens * c.HiddenSize], Projected = new long[tokens * c.HiddenSize];
+        public readonly long[] Q = new long[tokens * c.QDim], Attention = new long[tokens * c.QDim];
         public readonly long[] K = new long[tokens * c.KvDim], V = new long[tokens * c.KvDim];
         public readonly long[] Hb = new long[tokens * c.IntermediateSize], Hb2 = new long[tokens * c.IntermediateSize];
     }
 
-    private Scratch? _scratch;
+    private Scratch _s = null!;
+    private int _position;
     private long[] _attentionBuffer = new long[256]; // scores and probabilities of one head, grown by doubling
     [ThreadStatic] private static long[]? t_attention; // the same for each thread of a parallel attention pass
 
-    /// <summary>Runs B tokens at positions Position..Position+B-1 through the model (causal), appending to the KV cache.</summary>
-    private unsafe void Forward(ReadOnlySpan<int> tokens, bool computeLogits)
+    void ILlamaOps.Begin(int tokens, int position)
     {
-        int pos0 = Position, n = tokens.Length;
-        int d = _c.HiddenSize, hd = _c.HeadDim, kvDim = _c.KvDim;
-        _cache.EnsureCapacity(pos0 + n);
-        var s = _scratch is { } cached && cached.Tokens == n ? cached : (_scratch = new Scratch(_c, n));
-        for (int t = 0; t < n; t++) _embedding.ReadRow(tokens[t], s.X.AsSpan(t * d, d));
+        _position = position;
+        _cache.EnsureCapacity(position + tokens);
+        if (_s is not { } cached || cached.Tokens != tokens) _s = new Scratch(_c, tokens);
+    }
 
-        for (int l = 0; l < _layers.Length; l++)
+    void ILlamaOps.Embed(ReadOnlySpan<int> tokens)
+    {
+        int d = _c.HiddenSize;
+        for (int t = 0; t < tokens.Length; t++) _embedding.ReadRow(tokens[t], _s.X.AsSpan(t * d, d));
+    }
+
+    void ILlamaOps.RmsNorm(int layer, LayerWeight norm)
+    {
+        var w = _weights.Layers[layer];
+        long[] weight = norm == LayerWeight.InputNorm ? w.InputNorm : w.PostNorm;
+        int d = _c.HiddenSize;
+        for (int t = 0; t < _s.Tokens; t++) RmsNorm(_s.Xb.AsSpan(t * d, d), _s.X.AsSpan(t * d, d), weight);
+    }
+
+    unsafe void ILlamaOps.QkvProjection(int layer)
+    {
+        var w = _weights.Layers[layer];
+        // q, k and v in one pass over the shared normed activations.
+        fixed (long* q = _s.Q, k = _s.K, v = _s.V)
+            ExactMatrix.MatMulShared([w.Q, w.K, w.V], [(nint)q, (nint)k, (nint)v], _s.Xb, _s.Tokens, _threads);
+        AddBias(_s.Q, w.QBias, layer, "q_proj");
+        AddBias(_s.K, w.KBias, layer, "k_proj");
+        AddBias(_s.V, w.VBias, layer, "v_proj");
+    }
+
+    void ILlamaOps.QkNorm(int layer)
+    {
+        var w = _weights.Layers[layer];
+        int hd = _c.HeadDim;
+        for (int i = 0; i < _s.Q.Length; i += hd) RmsNorm(_s.Q.AsSpan(i, hd), _s.Q.AsSpan(i, hd), w.QNorm!);
+        for (int i = 0; i < _s.K.Length; i += hd) RmsNorm(_s.K.AsSpan(i, hd), _s.K.AsSpan(i, hd), w.KNorm!);
+    }
+
+    void ILlamaOps.RopeAndStore(int layer, int position)
+    {
+        int qDim = _c.QDim, kvDim = _c.KvDim, hd = _c.HeadDim;
+        for (int t = 0; t < _s.Tokens; t++)
         {
-            var w = _layers[l];
-            // Attention block.
-            for (int t = 0; t < n; t++) RmsNorm(s.Xb.AsSpan(t * d, d), s.X.AsSpan(t * d, d), w.InputNorm);
-            fixed (long* q = s.Q, k = s.K, v = s.V)
-                ExactMatrix.MatMulShared([w.Q, w.K, w.V], [(nint)q, (nint)k, (nint)v], s.Xb, n, _threads);
-            for (int t = 0; t < n; t++)
-            {
-                for (int h = 0; h < _c.NumAttentionHeads; h++) Rope(s.Q.AsSpan(t * d + h * hd, hd), pos0 + t);
-                for (int h = 0; h < _c.NumKeyValueHeads; h++) Rope(s.K.AsSpan(t * kvDim + h * hd, hd), pos0 + t);
-                s.K.AsSpan(t * kvDim, kvDim).CopyTo(_cache.Key(l, pos0 + t));
-                s.V.AsSpan(t * kvDim, kvDim).CopyTo(_cache.Value(l, pos0 + t));
-            }
-            // Every (token, head) pair is independent: split them over threads when the context makes it worth it.
-            int pairs = n * _c.NumAttentionHeads;
-            long work = (long)pairs * (pos0 + n) * hd;
-            if (_threads > 1 && work > 1 << 12)
-                WorkerTeam.Shared.Run(pairs, _threads, pair =>
-                {
-                    if (t_attention == null || t_attention.Length < 2 * (pos0 + n)) t_attention = new long[Math.Max(2 * (pos0 + n), 256)];
-                    AttendHead(l, s, pair / _c.NumAttentionHeads, pair % _c.NumAttentionHeads, pos0, t_attention);
-                });
-            else
-            {
-                if (_attentionBuffer.Length < 2 * (pos0 + n)) _attentionBuffer = new long[Math.Max(2 * (pos0 + n), 2 * _attentionBuffer.Length)];
-                for (int pair = 0; pair < pairs; pair++) AttendHead(l, s, pair / _c.NumAttentionHeads, pair % _c.NumAttentionHeads, pos0, _attentionBuffer);
-            }
-            fixed (long* xb = s.Xb) w.O.MatMul(xb, s.Attention, n, _threads);
-            AddResidual(s.X, s.Xb, l, "attention");
-
-            // SwiGLU MLP block.
-            for (int t = 0; t < n; t++) RmsNorm(s.Xb.AsSpan(t * d, d), s.X.AsSpan(t * d, d), w.PostNorm);
-            // gate and up in one pass, each part finishing its rows with hb = silu(gate) * up (the costly SiLU rides along).
-            int inter = _c.IntermediateSize;
-            fixed (long* hb = s.Hb, hb2 = s.Hb2)
-                ExactMatrix.MatMulShared([w.Gate, w.Up], [(nint)hb, (nint)hb2], s.Xb, n, _threads, (start, end) =>
-                {
-                    for (int t = 0; t < n; t++)
-                        for (int i = t * inter + start; i < t * inter + end; i++) s.Hb[i] = Q48.Mul(Q48.Silu(s.Hb[i]), s.Hb2[i]);
-                });
-            fixed (long* xb = s.Xb) w.Down.MatMul(xb, s.Hb, n, _threads);
-            AddResidual(s.X, s.Xb, l, "mlp");
+            for (int h = 0; h < _c.NumAttentionHeads; h++) Rope(_s.Q.AsSpan(t * qDim + h * hd, hd), position + t);
+            for (int h = 0; h < _c.NumKeyValueHeads; h++) Rope(_s.K.AsSpan(t * kvDim + h * hd, hd), position + t);
+            _s.K.AsSpan(t * kvDim, kvDim).CopyTo(_cache.Key(layer, position + t));
+            _s.V.AsSpan(t * kvDim, kvDim).CopyTo(_cache.Value(layer, position + t));
         }
-        Position = pos0 + n;
-        if (!computeLogits) return;
-        var last = new long[d];
-        RmsNorm(last, s.X.AsSpan((n - 1) * d, d), _finalNorm);
+    }
+
+    void ILlamaOps.Attention(int layer, int position)
+    {
+        int n = _s.Tokens, hd = _c.HeadDim;
+        var s = _s;
+        // Every (token, head) pair is independent: split them over threads when the context makes it worth it.
+        int pairs = n * _c.NumAttentionHeads;
+        long work = (long)pairs * (position + n) * hd;
+        if (_threads > 1 && work > 1 << 12)
+            WorkerTeam.Shared.Run(pairs, _threads, pair =>
+            {
+                if (t_attention == null || t_attention.Length < 2 * (position + n)) t_attention = new long[Math.Max(2 * (position + n), 256)];
+                AttendHead(layer, s, pair / _c.NumAttentionHeads, pair % _c.NumAttentionHeads, position, t_attention);
+            });
+        else
+        {
+            if (_attentionBuffer.Length < 2 * (position + n)) _attentionBuffer = new long[Math.Max(2 * (position + n), 2 * _attentionBuffer.Length)];
+            for (int pair = 0; pair < pairs; pair++) AttendHead(layer, s, pair / _c.NumAttentionHeads, pair % _c.NumAttentionHeads, position, _attentionBuffer);
+        }
+    }
+
+    unsafe void ILlamaOps.OutputProjection(int layer)
+    {
+        var w = _weights.Layers[layer];
+        fixed (long* y = _s.Projected) w.O.MatMul(y, _s.Attention, _s.Tokens, _threads);
+        AddBias(_s.Projected, w.OBias, layer, "o_proj");
+    }
+
+    void ILlamaOps.AddResidual(int layer, LayerWeight block) =>
+        AddResidual(_s.X, _s.Projected, layer, block == LayerWeight.O ? "attention" : "mlp");
+
+    unsafe void ILlamaOps.GateUpSwiGlu(int layer)
+    {
+        var w = _weights.Layers[layer];
+        var s = _s;
+        int n = s.Tokens, inter = _c.IntermediateSize;
+        // gate and up in one pass, each part finishing its rows with hb = silu(gate) * up (the costly SiLU rides along).
+        fixed (long* hb = s.Hb, hb2 = s.Hb2)
+            ExactMatrix.MatMulShared([w.Gate, w.Up], [(nint)hb, (nint)hb2], s.Xb, n, _threads, (start, end) =>
+            {
+                for (int t = 0; t < n; t++)
+                    for (int i = t * inter + start; i < t * inter + end; i++) s.Hb[i] = Q48.Mul(Q48.Silu(s.Hb[i]), s.Hb2[i]);
+            });
+    }
+
+    unsafe void ILlamaOps.DownProjection(int layer)
+    {
+        fixed (long* y = _s.Projected) _weights.Layers[layer].Down.MatMul(y, _s.Hb, _s.Tokens, _threads);
+    }
+
+    void ILlamaOps.FinalNormAndHead()
+    {
+        int d = _c.HiddenSize;
+        var last = _s.Xb.AsSpan(0, d);
+        RmsNorm(last, _s.X.AsSpan((_s.Tokens - 1) * d, d), _weights.FinalNorm);
         var logits = new long[_c.VocabSize];
-        _lmHead.MatVec(logits, last, _threads);
+        _weights.LmHead.MatVec(logits, _s.Xb, _threads);
         LastRawLogits = logits;
+    }
+
+    private long[] Buffer(StepBuffer buffer) => buffer switch
+    {
+        StepBuffer.Hidden => _s.X,
+        StepBuffer.Normed => _s.Xb,
+        StepBuffer.Q => _s.Q,
+        StepBuffer.K => _s.K,
+        StepBuffer.V => _s.V,
+        StepBuffer.Attention => _s.Attention,
+        StepBuffer.SwiGlu => _s.Hb,
+        StepBuffer.Projected => _s.Projected,
+        StepBuffer.Logits => LastRawLogits,
+        _ => throw new ArgumentOutOfRangeException(nameof(buffer)),
+    };
+
+    void ILlamaOps.Read(StepBuffer buffer, Span<double> destination)
+    {
+        var raw = Buffer(buffer);
+        for (int i = 0; i < destination.Length; i++) destination[i] = Q48.ToDouble(raw[i]);
+    }
+
+    void ILlamaOps.Write(StepBuffer buffer, ReadOnlySpan<double> values)
+    {
+        var raw = WritableBuffer(buffer, values.Length);
+        for (int i = 0; i < values.Length; i++) raw[i] = Q48.FromDouble(values[i]);
+    }
+
+    void IExactLlamaOps.ReadRaw(StepBuffer buffer, Span<long> destination) => Buffer(buffer).AsSpan(0, destination.Length).CopyTo(destination);
+
+    void IExactLlamaOps.WriteRaw(StepBuffer buffer, ReadOnlySpan<long> values) => values.CopyTo(WritableBuffer(buffer, values.Length));
+
+    private long[] WritableBuffer(StepBuffer buffer, int length)
+    {
+        if (buffer == StepBuffer.Logits) LastRawLogits = new long[length];
+        return Buffer(buffer);
+    }
+
+    private static void AddBias(long[] y, long[]? bias, int layer, string projection)
+    {
+        if (bias is null) return;
+        for (int i = 0; i < y.Length; i++)
+        {
+            long b = bias[i % bias.Length], sum = y[i] + b;
+            if (((y[i] ^ sum) & (b ^ sum)) < 0)
+                throw new Q48OverflowException($"layer {layer} {projection} bias: output element {i % bias.Length} left the Q16.48 range");
+            y[i] = sum;
+        }
     }
 
     /// <summary>
@@ -187,7 +259,7 @@ public sealed class OracleEngine : IInferenceEngine
         int kvOffset = h / _c.GroupSize * hd; // HF repeat_kv: query head h reads kv head h / group
         var scores = buffer.AsSpan(0, pos + 1);
         var p = buffer.AsSpan(pos + 1, pos + 1);
-        fixed (long* q = &s.Q[t * _c.HiddenSize + h * hd])
+        fixed (long* q = &s.Q[t * _c.QDim + h * hd])
             for (int j = 0; j <= pos; j++)
                 fixed (long* k = _cache.Key(layer, j))
                     scores[j] = Q48.Mul(Q48.RoundShift(Dot(q, k + kvOffset, hd), Q48.FracBits), _attentionScale);
@@ -207,7 +279,7 @@ public sealed class OracleEngine : IInferenceEngine
                 for (int i = 0; i < hd; i++) ExactMatrix.Accumulate(ref accHi[i], ref accLo[i], pj, v[i]);
             }
         }
-        var output = s.Attention.AsSpan(t * _c.HiddenSize + h * hd, hd);
+        var output = s.Attention.AsSpan(t * _c.QDim + h * hd, hd);
         for (int i = 0; i < hd; i++) output[i] = Q48.RoundShift(new Int128((ulong)accHi[i], accLo[i]), Q48.FracBits);
     }
 
@@ -262,5 +334,5 @@ public sealed class OracleEngine : IInferenceEngine
     }
 
 
-    public void Dispose() { }
+    public override void Dispose() { }
 }

@@ -9,57 +9,36 @@ namespace GpuIntLab.Oracle;
 /// Weights are widened exactly from the checkpoint; libm exp/sin/cos/sqrt; RoPE angles
 /// pos * theta^(-2i/head_dim) in float64 (not HF's float32 inv_freq), as the conformance reference does.
 /// </summary>
-public sealed class ReferenceEngine : IInferenceEngine
+public sealed class ReferenceEngine : LlamaEngine, ILlamaOps
 {
-    private sealed record Layer(double[] InputNorm, double[] Q, double[] K, double[] V, double[] O,
-        double[] PostNorm, double[] Gate, double[] Up, double[] Down);
-
     private readonly LlamaConfig _c;
     private readonly double[] _embedding;
-    private readonly Layer[] _layers;
-    private readonly double[] _finalNorm;
-    private readonly double[] _lmHead;
+    private readonly ModelWeights<double[], double[]> _weights;
     private readonly double[] _invFrequency;
     private readonly KvCache<double> _cache;
     private readonly int _threads;
 
-    // Scratch buffers of one forward step.
-    private readonly double[] _x, _xb, _q, _k, _v, _attention, _hb, _hb2, _scores;
+    // Scratch buffers of one step of T tokens, [T, width].
+    private int _tokens;
+    private double[] _x = [], _xb = [], _q = [], _k = [], _v = [], _attention = [], _hb = [], _hb2 = [], _projected = [], _scores = [], _logits = [];
 
-    public EngineInfo Info { get; }
-    public LlamaConfig Config => _c;
+    public override EngineInfo Info { get; }
+    public override ILlamaOps Ops => this;
 
     /// <summary>
     /// Called with each linear layer's weight tensor name and its input vector before the product
-    /// (calibration hook: SmoothQuant gathers per-channel activation maxima through it).
+    /// (calibration hook: SmoothQuant and the INT4 calibrations gather activations through it).
     /// </summary>
     public Action<string, ReadOnlySpan<double>>? ActivationObserver { get; set; }
-    public int Position { get; private set; }
 
-    public ReferenceEngine(LlamaCheckpoint checkpoint, int threads = 1)
+    public ReferenceEngine(LlamaCheckpoint checkpoint, int threads = 1) : base(checkpoint.Config)
     {
         _c = checkpoint.Config;
         _threads = Math.Max(1, threads);
         _embedding = checkpoint.ReadDouble(checkpoint.Info(LlamaCheckpoint.EmbeddingName));
-        _layers = new Layer[_c.NumHiddenLayers];
-        for (int l = 0; l < _layers.Length; l++)
-        {
-            double[] W(LayerWeight w) => checkpoint.ReadDouble(checkpoint.Layer(l, w));
-            _layers[l] = new Layer(W(LayerWeight.InputNorm), W(LayerWeight.Q), W(LayerWeight.K), W(LayerWeight.V), W(LayerWeight.O),
-                W(LayerWeight.PostAttentionNorm), W(LayerWeight.Gate), W(LayerWeight.Up), W(LayerWeight.Down));
-        }
-        _finalNorm = checkpoint.ReadDouble(checkpoint.Info(LlamaCheckpoint.FinalNormName));
-        _lmHead = checkpoint.LmHead.Name == LlamaCheckpoint.EmbeddingName ? _embedding : checkpoint.ReadDouble(checkpoint.LmHead);
-
-        int half = _c.HeadDim / 2;
-        _invFrequency = new double[half];
-        for (int i = 0; i < half; i++) _invFrequency[i] = Math.Pow(_c.RopeTheta, -2.0 * i / _c.HeadDim);
-
+        _weights = LlamaWeights.Load(checkpoint, t => t.Name == LlamaCheckpoint.EmbeddingName ? _embedding : checkpoint.ReadDouble(t), checkpoint.ReadDouble);
+        _invFrequency = FloatRope.InverseFrequencies(_c);
         _cache = new KvCache<double>(_c.NumHiddenLayers, _c.KvDim);
-        _x = new double[_c.HiddenSize]; _xb = new double[_c.HiddenSize]; _q = new double[_c.HiddenSize];
-        _k = new double[_c.KvDim]; _v = new double[_c.KvDim]; _attention = new double[_c.HiddenSize];
-        _hb = new double[_c.IntermediateSize]; _hb2 = new double[_c.IntermediateSize];
-        _scores = new double[_c.MaxPositionEmbeddings];
         Info = new EngineInfo("reference", "float64", "exact", $"cpu ({_threads} thread{(_threads == 1 ? "" : "s")})",
             new Dictionary<string, string>
             {
@@ -69,74 +48,152 @@ public sealed class ReferenceEngine : IInferenceEngine
             });
     }
 
-    public void Reset() => Position = 0;
+    protected override double[] ReadLogits() => (double[])_logits.Clone();
 
-    public double[] Prefill(ReadOnlySpan<int> tokens) => StepwisePrefill.Run(_c, tokens, Position, Forward);
-
-    public double[] Decode(int token)
+    void ILlamaOps.Begin(int tokens, int position)
     {
-        EngineGuards.CheckTokens(_c, [token], Position);
-        return Forward(token, computeLogits: true)!;
+        _cache.EnsureCapacity(position + tokens);
+        if (_tokens == tokens) return;
+        _tokens = tokens;
+        int d = _c.HiddenSize;
+        _x = new double[tokens * d]; _xb = new double[tokens * d]; _projected = new double[tokens * d];
+        _q = new double[tokens * _c.QDim]; _attention = new double[tokens * _c.QDim];
+        _k = new double[tokens * _c.KvDim]; _v = new double[tokens * _c.KvDim];
+        _hb = new double[tokens * _c.IntermediateSize]; _hb2 = new double[tokens * _c.IntermediateSize];
     }
 
-    private double[]? Forward(int token, bool computeLogits)
+    void ILlamaOps.Embed(ReadOnlySpan<int> tokens)
     {
-        int pos = Position;
-        int d = _c.HiddenSize, hd = _c.HeadDim, kvDim = _c.KvDim;
-        _cache.EnsureCapacity(pos + 1);
-        _embedding.AsSpan(token * d, d).CopyTo(_x);
+        int d = _c.HiddenSize;
+        for (int t = 0; t < tokens.Length; t++) _embedding.AsSpan(tokens[t] * d, d).CopyTo(_x.AsSpan(t * d, d));
+    }
 
-        for (int l = 0; l < _layers.Length; l++)
+    void ILlamaOps.RmsNorm(int layer, LayerWeight norm)
+    {
+        var w = _weights.Layers[layer];
+        int d = _c.HiddenSize;
+        for (int t = 0; t < _tokens; t++) RmsNorm(_xb.AsSpan(t * d, d), _x.AsSpan(t * d, d), norm == LayerWeight.InputNorm ? w.InputNorm : w.PostNorm);
+    }
+
+    void ILlamaOps.QkvProjection(int layer)
+    {
+        var w = _weights.Layers[layer];
+        Linear(layer, LayerWeight.Q, w.Q, w.QBias, _xb, _q);
+        Linear(layer, LayerWeight.K, w.K, w.KBias, _xb, _k);
+        Linear(layer, LayerWeight.V, w.V, w.VBias, _xb, _v);
+    }
+
+    void ILlamaOps.QkNorm(int layer)
+    {
+        var w = _weights.Layers[layer];
+        int hd = _c.HeadDim;
+        for (int i = 0; i < _q.Length; i += hd) RmsNorm(_q.AsSpan(i, hd), _q.AsSpan(i, hd), w.QNorm!);
+        for (int i = 0; i < _k.Length; i += hd) RmsNorm(_k.AsSpan(i, hd), _k.AsSpan(i, hd), w.KNorm!);
+    }
+
+    void ILlamaOps.RopeAndStore(int layer, int position)
+    {
+        int hd = _c.HeadDim, qDim = _c.QDim, kvDim = _c.KvDim;
+        for (int t = 0; t < _tokens; t++)
         {
-            var w = _layers[l];
-            // Attention block.
-            RmsNorm(_xb, _x, w.InputNorm);
-            Observe(l, LayerWeight.Q, _xb); Observe(l, LayerWeight.K, _xb); Observe(l, LayerWeight.V, _xb);
-            MatVec(_q, w.Q, _xb); MatVec(_k, w.K, _xb); MatVec(_v, w.V, _xb);
-            for (int h = 0; h < _c.NumAttentionHeads; h++) Rope(_q.AsSpan(h * hd, hd), pos);
-            for (int h = 0; h < _c.NumKeyValueHeads; h++) Rope(_k.AsSpan(h * hd, hd), pos);
-            _k.CopyTo(_cache.Key(l, pos)); _v.CopyTo(_cache.Value(l, pos));
+            for (int h = 0; h < _c.NumAttentionHeads; h++) Rope(_q.AsSpan(t * qDim + h * hd, hd), position + t);
+            for (int h = 0; h < _c.NumKeyValueHeads; h++) Rope(_k.AsSpan(t * kvDim + h * hd, hd), position + t);
+            _k.AsSpan(t * kvDim, kvDim).CopyTo(_cache.Key(layer, position + t));
+            _v.AsSpan(t * kvDim, kvDim).CopyTo(_cache.Value(layer, position + t));
+        }
+    }
 
-            double scale = 1.0 / Math.Sqrt(hd);
+    void ILlamaOps.Attention(int layer, int position)
+    {
+        int hd = _c.HeadDim, qDim = _c.QDim;
+        double scale = 1.0 / Math.Sqrt(hd);
+        if (_scores.Length < position + _tokens) _scores = new double[Math.Max(position + _tokens, 2 * _scores.Length)];
+        for (int t = 0; t < _tokens; t++)
+        {
+            int pos = position + t; // causal: token t sees positions 0..pos
             for (int h = 0; h < _c.NumAttentionHeads; h++)
             {
                 int kvHead = h / _c.GroupSize; // HF repeat_kv: query head h reads kv head h / group
-                var q = _q.AsSpan(h * hd, hd);
+                var q = _q.AsSpan(t * qDim + h * hd, hd);
                 var scores = _scores.AsSpan(0, pos + 1);
-                for (int t = 0; t <= pos; t++) scores[t] = Dot(q, _cache.Key(l, t).Slice(kvHead * hd, hd)) * scale;
+                for (int j = 0; j <= pos; j++) scores[j] = Dot(q, _cache.Key(layer, j).Slice(kvHead * hd, hd)) * scale;
                 Softmax(scores);
-                var output = _attention.AsSpan(h * hd, hd);
+                var output = _attention.AsSpan(t * qDim + h * hd, hd);
                 output.Clear();
-                for (int t = 0; t <= pos; t++)
+                for (int j = 0; j <= pos; j++)
                 {
-                    var v = _cache.Value(l, t).Slice(kvHead * hd, hd);
-                    for (int i = 0; i < hd; i++) output[i] += scores[t] * v[i];
+                    var v = _cache.Value(layer, j).Slice(kvHead * hd, hd);
+                    for (int i = 0; i < hd; i++) output[i] += scores[j] * v[i];
                 }
             }
-            Observe(l, LayerWeight.O, _attention);
-            MatVec(_xb, w.O, _attention);
-            for (int i = 0; i < d; i++) _x[i] += _xb[i];
-
-            // SwiGLU MLP block.
-            RmsNorm(_xb, _x, w.PostNorm);
-            Observe(l, LayerWeight.Gate, _xb); Observe(l, LayerWeight.Up, _xb);
-            MatVec(_hb, w.Gate, _xb); MatVec(_hb2, w.Up, _xb);
-            for (int i = 0; i < _hb.Length; i++) _hb[i] = _hb[i] / (1.0 + Math.Exp(-_hb[i])) * _hb2[i];
-            Observe(l, LayerWeight.Down, _hb);
-            MatVec(_xb, w.Down, _hb);
-            for (int i = 0; i < d; i++) _x[i] += _xb[i];
         }
-        Position = pos + 1;
-        if (!computeLogits) return null;
-        RmsNorm(_xb, _x, _finalNorm);
-        ActivationObserver?.Invoke(LlamaCheckpoint.LmHeadName, _xb);
-        var logits = new double[_c.VocabSize];
-        MatVec(logits, _lmHead, _xb);
-        return logits;
     }
 
-    private void Observe(int layer, LayerWeight weight, double[] input) =>
-        ActivationObserver?.Invoke(LlamaCheckpoint.LayerTensorName(layer, weight), input);
+    void ILlamaOps.OutputProjection(int layer)
+    {
+        var w = _weights.Layers[layer];
+        Linear(layer, LayerWeight.O, w.O, w.OBias, _attention, _projected);
+    }
+
+    void ILlamaOps.AddResidual(int layer, LayerWeight block)
+    {
+        for (int i = 0; i < _x.Length; i++) _x[i] += _projected[i];
+    }
+
+    void ILlamaOps.GateUpSwiGlu(int layer)
+    {
+        var w = _weights.Layers[layer];
+        Linear(layer, LayerWeight.Gate, w.Gate, null, _xb, _hb);
+        Linear(layer, LayerWeight.Up, w.Up, null, _xb, _hb2);
+        for (int i = 0; i < _hb.Length; i++) _hb[i] = _hb[i] / (1.0 + Math.Exp(-_hb[i])) * _hb2[i];
+    }
+
+    void ILlamaOps.DownProjection(int layer) => Linear(layer, LayerWeight.Down, _weights.Layers[layer].Down, null, _hb, _projected);
+
+    void ILlamaOps.FinalNormAndHead()
+    {
+        int d = _c.HiddenSize;
+        RmsNorm(_xb.AsSpan(0, d), _x.AsSpan((_tokens - 1) * d, d), _weights.FinalNorm);
+        ActivationObserver?.Invoke(LlamaCheckpoint.LmHeadName, _xb.AsSpan(0, d));
+        _logits = new double[_c.VocabSize];
+        MatVec(_logits, _weights.LmHead, _xb.AsSpan(0, d));
+    }
+
+    private double[] Buffer(StepBuffer buffer) => buffer switch
+    {
+        StepBuffer.Hidden => _x,
+        StepBuffer.Normed => _xb,
+        StepBuffer.Q => _q,
+        StepBuffer.K => _k,
+        StepBuffer.V => _v,
+        StepBuffer.Attention => _attention,
+        StepBuffer.SwiGlu => _hb,
+        StepBuffer.Projected => _projected,
+        StepBuffer.Logits => _logits,
+        _ => throw new ArgumentOutOfRangeException(nameof(buffer)),
+    };
+
+    void ILlamaOps.Read(StepBuffer buffer, Span<double> destination) => Buffer(buffer).AsSpan(0, destination.Length).CopyTo(destination);
+
+    void ILlamaOps.Write(StepBuffer buffer, ReadOnlySpan<double> values)
+    {
+        if (buffer == StepBuffer.Logits) _logits = new double[values.Length];
+        values.CopyTo(Buffer(buffer));
+    }
+
+    /// <summary>y[t] = W x[t] (+ bias) for every token of the step; the calibration hook sees each input row.</summary>
+    private void Linear(int layer, LayerWeight weight, double[] w, double[]? bias, double[] x, double[] y)
+    {
+        int cols = x.Length / _tokens, rows = y.Length / _tokens;
+        for (int t = 0; t < _tokens; t++)
+        {
+            var input = x.AsSpan(t * cols, cols);
+            ActivationObserver?.Invoke(LlamaCheckpoint.LayerTensorName(layer, weight), input);
+            var output = y.AsSpan(t * rows, rows);
+            MatVec(output, w, input);
+            if (bias != null) for (int r = 0; r < rows; r++) output[r] += bias[r];
+        }
+    }
 
     private void RmsNorm(Span<double> output, ReadOnlySpan<double> x, ReadOnlySpan<double> weight)
     {
@@ -177,7 +234,7 @@ public sealed class ReferenceEngine : IInferenceEngine
     }
 
     /// <summary>output[r] = W[r, :] . x for W stored [rows, cols] row-major; rows split across threads.</summary>
-    private void MatVec(Span<double> output, double[] w, double[] x)
+    private void MatVec(Span<double> output, double[] w, ReadOnlySpan<double> x)
     {
         int rows = output.Length, cols = x.Length;
         if (_threads == 1 || rows < 64)
@@ -186,14 +243,15 @@ public sealed class ReferenceEngine : IInferenceEngine
             return;
         }
         var result = new double[rows];
+        var input = x.ToArray();
         Parallel.For(0, _threads, new ParallelOptions { MaxDegreeOfParallelism = _threads }, part =>
         {
             int start = (int)((long)rows * part / _threads), end = (int)((long)rows * (part + 1) / _threads);
-            for (int r = start; r < end; r++) result[r] = Dot(w.AsSpan(r * cols, cols), x);
+            for (int r = start; r < end; r++) result[r] = Dot(w.AsSpan(r * cols, cols), input);
         });
         result.CopyTo(output);
     }
 
 
-    public void Dispose() { }
+    public override void Dispose() { }
 }

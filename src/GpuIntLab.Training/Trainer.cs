@@ -43,7 +43,7 @@ public sealed record TrainOptions
     {
         HiddenSize = Hidden, IntermediateSize = Intermediate, NumAttentionHeads = Heads, NumKeyValueHeads = KvHeads,
         NumHiddenLayers = Layers, VocabSize = vocabSize, MaxPositionEmbeddings = Context, RmsNormEps = 1e-5,
-        RopeTheta = 10000.0, TieWordEmbeddings = false, BosTokenId = 1, EosTokenId = 2, TorchDtype = "bfloat16",
+        RopeTheta = 10000.0, TieWordEmbeddings = false, BosTokenId = 1, EosTokenIds = [2], TorchDtype = "bfloat16",
     };
 }
 

@@ -367,7 +367,7 @@ public static class Calibration
         return max.ToDictionary(kv => kv.Key, kv => Array.ConvertAll(kv.Value, v => (float)v));
     }
 
-    /// <summary>Used when no calibration prompts are given: BOS then 31 ids spread over the vocabulary.</summary>
+    /// <summary>Used when no calibration prompts are given: BOS (when the model has one) then 31 ids spread over the vocabulary.</summary>
     public static int[] DefaultPrompt(LlamaConfig c) =>
-        [c.BosTokenId, .. Enumerable.Range(1, 31).Select(i => (int)((long)i * 7919 % c.VocabSize))];
+        [.. c.BosTokenId is int bos ? [bos] : Array.Empty<int>(), .. Enumerable.Range(1, 31).Select(i => (int)((long)i * 7919 % c.VocabSize))];
 }

@@ -4,14 +4,23 @@ using GpuIntLab.Core.Tokenization;
 
 namespace GpuIntLab.Core.Models;
 
-/// <summary>The linear layers of one transformer block, by their HF names.</summary>
+/// <summary>The tensors of one transformer block, by their HF names, in the order HF writes them.</summary>
 public enum LayerWeight
 {
     InputNorm,
     Q,
+    /// <summary>q_proj bias (Qwen2; Llama with attention_bias).</summary>
+    QBias,
     K,
+    KBias,
     V,
+    VBias,
     O,
+    /// <summary>o_proj bias (Llama with attention_bias only).</summary>
+    OBias,
+    /// <summary>Per-head RMSNorm weight of q over head_dim (Qwen3).</summary>
+    QNorm,
+    KNorm,
     PostAttentionNorm,
     Gate,
     Up,
@@ -67,9 +76,15 @@ public sealed class LlamaCheckpoint : IDisposable
     {
         LayerWeight.InputNorm => "input_layernorm.weight",
         LayerWeight.Q => "self_attn.q_proj.weight",
+        LayerWeight.QBias => "self_attn.q_proj.bias",
         LayerWeight.K => "self_attn.k_proj.weight",
+        LayerWeight.KBias => "self_attn.k_proj.bias",
         LayerWeight.V => "self_attn.v_proj.weight",
+        LayerWeight.VBias => "self_attn.v_proj.bias",
         LayerWeight.O => "self_attn.o_proj.weight",
+        LayerWeight.OBias => "self_attn.o_proj.bias",
+        LayerWeight.QNorm => "self_attn.q_norm.weight",
+        LayerWeight.KNorm => "self_attn.k_norm.weight",
         LayerWeight.PostAttentionNorm => "post_attention_layernorm.weight",
         LayerWeight.Gate => "mlp.gate_proj.weight",
         LayerWeight.Up => "mlp.up_proj.weight",
@@ -84,13 +99,25 @@ public sealed class LlamaCheckpoint : IDisposable
     /// <summary>The expected shape of a layer weight, [out, in] for linear layers as HF stores them.</summary>
     public static int[] ExpectedShape(LlamaConfig c, LayerWeight w) => w switch
     {
-        LayerWeight.InputNorm or LayerWeight.PostAttentionNorm => [c.HiddenSize],
-        LayerWeight.Q => [c.HiddenSize, c.HiddenSize],
+        LayerWeight.InputNorm or LayerWeight.PostAttentionNorm or LayerWeight.OBias => [c.HiddenSize],
+        LayerWeight.Q => [c.QDim, c.HiddenSize],
+        LayerWeight.QBias => [c.QDim],
         LayerWeight.K or LayerWeight.V => [c.KvDim, c.HiddenSize],
-        LayerWeight.O => [c.HiddenSize, c.HiddenSize],
+        LayerWeight.KBias or LayerWeight.VBias => [c.KvDim],
+        LayerWeight.O => [c.HiddenSize, c.QDim],
+        LayerWeight.QNorm or LayerWeight.KNorm => [c.HeadDim],
         LayerWeight.Gate or LayerWeight.Up => [c.IntermediateSize, c.HiddenSize],
         LayerWeight.Down => [c.HiddenSize, c.IntermediateSize],
         _ => throw new ArgumentOutOfRangeException(nameof(w)),
+    };
+
+    /// <summary>Whether a block of this config has the tensor (biases and q/k norms depend on the family).</summary>
+    public static bool HasLayerWeight(LlamaConfig c, LayerWeight w) => w switch
+    {
+        LayerWeight.QBias or LayerWeight.KBias or LayerWeight.VBias => c.QkvBias,
+        LayerWeight.OBias => c.OutputBias,
+        LayerWeight.QNorm or LayerWeight.KNorm => c.QkNorm,
+        _ => true,
     };
 
     /// <summary>Every tensor the model needs, with its expected shape, in HF order.</summary>
@@ -99,7 +126,7 @@ public sealed class LlamaCheckpoint : IDisposable
         yield return (EmbeddingName, [c.VocabSize, c.HiddenSize]);
         for (int l = 0; l < c.NumHiddenLayers; l++)
             foreach (var w in Enum.GetValues<LayerWeight>())
-                yield return (LayerTensorName(l, w), ExpectedShape(c, w));
+                if (HasLayerWeight(c, w)) yield return (LayerTensorName(l, w), ExpectedShape(c, w));
         yield return (FinalNormName, [c.HiddenSize]);
         if (includeLmHead) yield return (LmHeadName, [c.VocabSize, c.HiddenSize]);
     }
@@ -154,14 +181,27 @@ public sealed class LlamaCheckpoint : IDisposable
         bool hasLmHead = _tensors.ContainsKey(LmHeadName);
         if (!hasLmHead && !Config.TieWordEmbeddings)
             throw new ModelLoadException($"{Folder}: tensor '{LmHeadName}' is missing and config.json does not set tie_word_embeddings");
-        foreach (var (name, shape) in ExpectedTensors(Config, includeLmHead: !Config.TieWordEmbeddings || hasLmHead))
+        // A file that holds an lm_head the config says to ignore would run a different model than it ships: refuse.
+        if (hasLmHead && Config.TieWordEmbeddings)
+            throw new ModelLoadException($"{_tensors[LmHeadName].File.Path}: tensor '{LmHeadName}' is present but config.json sets tie_word_embeddings true (the head would be dropped): fix one of them");
+        var expected = ExpectedTensors(Config, includeLmHead: !Config.TieWordEmbeddings).ToList();
+        foreach (var (name, shape) in expected)
         {
             if (!_tensors.TryGetValue(name, out var entry))
                 throw new ModelLoadException($"{Folder}: tensor '{name}' is missing from the safetensors files");
             if (!entry.Info.Shape.SequenceEqual(shape))
                 throw new ModelLoadException($"{entry.File.Path}: tensor '{name}' has shape {entry.Info.ShapeText} but config.json implies [{string.Join(", ", shape)}]");
         }
+        // Tensors the config does not account for (more layers than num_hidden_layers, biases the family has none of,
+        // q/k norms of another architecture) mean the config describes another model: refuse, naming one.
+        var names = expected.Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
+        foreach (var (name, entry) in _tensors.OrderBy(t => t.Key, StringComparer.Ordinal))
+            if (!names.Contains(name) && !IgnorableTensor(name))
+                throw new ModelLoadException($"{entry.File.Path}: tensor '{name}' is not part of the model config.json describes ({Config.Family}, {Config.NumHiddenLayers} layers, q/k/v bias {(Config.QkvBias ? "yes" : "no")}, q/k norm {(Config.QkNorm ? "yes" : "no")})");
     }
+
+    /// <summary>Buffers some exporters save beside the weights (rotary inv_freq); they are recomputed, never read.</summary>
+    private static bool IgnorableTensor(string name) => name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal);
 
     public TensorInfo Info(string name) =>
         _tensors.TryGetValue(name, out var e) ? e.Info : throw new ModelLoadException($"{Folder}: tensor '{name}' not found");
@@ -171,6 +211,9 @@ public sealed class LlamaCheckpoint : IDisposable
 
     public TensorInfo Layer(int layer, LayerWeight w) => Info(LayerTensorName(layer, w));
 
+    /// <summary>The layer tensor when this config has it (biases, q/k norms), else null.</summary>
+    public TensorInfo? OptionalLayer(int layer, LayerWeight w) => HasLayerWeight(Config, w) ? Layer(layer, w) : null;
+
     public ReadOnlySpan<byte> Bytes(TensorInfo t) => _tensors[t.Name].File.GetBytes(t);
 
     public unsafe byte* Pointer(TensorInfo t) => _tensors[t.Name].File.GetPointer(t);
@@ -178,11 +221,14 @@ public sealed class LlamaCheckpoint : IDisposable
     /// <summary>Copies bytes of a tensor with a file read, bypassing the mapping (see <see cref="ITensorStore.Read"/>).</summary>
     public void ReadBytes(TensorInfo t, long offset, Span<byte> destination) => _tensors[t.Name].File.Read(t, offset, destination);
 
-    /// <summary>The tensor as exact float64 values (boundary use: float64 engine, quantizers).</summary>
+    /// <summary>The tensor as exact float64 values (boundary use: float64 engine, quantizers); a non-finite value is refused, naming the tensor.</summary>
     public double[] ReadDouble(TensorInfo t)
     {
         var result = new double[t.ElementCount];
         ExactConversion.ToDouble(t.Dtype, Bytes(t), result);
+        for (long i = 0; i < result.LongLength; i++)
+            if (!double.IsFinite(result[i]))
+                throw new ModelLoadException($"{t.FilePath}: tensor '{t.Name}' element {i} is {result[i]}: weights must be finite");
         return result;
     }
 

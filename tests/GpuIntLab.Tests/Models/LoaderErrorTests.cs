@@ -48,10 +48,10 @@ public class LoaderErrorTests
     {
         string dir = CopyOfConformance("arch");
         string path = Path.Combine(dir, "config.json");
-        File.WriteAllText(path, File.ReadAllText(path).Replace("LlamaForCausalLM", "MistralForCausalLM").Replace("\"llama\"", "\"mistral\""));
+        File.WriteAllText(path, File.ReadAllText(path).Replace("LlamaForCausalLM", "GemmaForCausalLM").Replace("\"llama\"", "\"gemma\""));
         var e = Fails(dir);
         Assert.Contains("unsupported architecture", e.Message);
-        Assert.Contains("MistralForCausalLM", e.Message);
+        Assert.Contains("GemmaForCausalLM", e.Message);
     }
 
     [Fact]
