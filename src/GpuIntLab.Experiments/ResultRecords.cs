@@ -108,7 +108,8 @@ public static class ResultReader
                     if (ResultsStore.RecordProblem(r) is string problem) warn?.Invoke($"{file}:{lineNumber}: skipped malformed record ({problem})");
                     else records.Add(r!);
                 }
-                catch (JsonException e) { warn?.Invoke($"{file}:{lineNumber}: skipped unreadable line ({e.Message})"); }
+                // InvalidOperationException: a string escaping half a surrogate pair parses but cannot be decoded.
+                catch (Exception e) when (e is JsonException or InvalidOperationException) { warn?.Invoke($"{file}:{lineNumber}: skipped unreadable line ({e.Message})"); }
             }
         }
         return records;

@@ -63,9 +63,17 @@ public static class ResultsStore
         if (string.IsNullOrEmpty(r.Backend)) return "'backend' is missing";
         if (string.IsNullOrEmpty(r.Scheme)) return "'scheme' is missing";
         if (string.IsNullOrEmpty(r.Prompt)) return "'prompt' is missing";
-        if (r.Type == "result" && r.NewTokens is not > 0) return $"'new_tokens' must be a positive integer, got {Show(r.NewTokens?.ToString())}";
+        if (r.NewTokens is < 1 or > MaxNewTokens) return $"'new_tokens' must be in [1, {MaxNewTokens}], got {r.NewTokens}";
+        if (r.Type == "error") return null;
+        if (r.NewTokens == null) return "'new_tokens' is missing";
+        // Counts are bounded by the tokens they count, so tables can add up thousands of cells without overflow.
+        foreach (var (field, value) in new[] { ("greedy_matches", r.GreedyMatches), ("teacher_forced_matches", r.TeacherForcedMatches), ("expected_matches", r.ExpectedMatches) })
+            if (value is int v && (v < 0 || v > r.NewTokens)) return $"'{field}' must be in [0, new_tokens {r.NewTokens}], got {v}";
         return null;
     }
+
+    /// <summary>More new tokens per cell than any model's context here; a larger count in a results line is not a real record.</summary>
+    public const int MaxNewTokens = 1 << 20;
 
     private static string Show(string? value) => value == null ? "null" : $"'{value}'";
 

@@ -25,7 +25,12 @@ public static class SpecChecks
         JsonDocument doc;
         try { doc = JsonDocument.Parse(json, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }); }
         catch (JsonException e) { throw new ExperimentSpecException($"{path}: not a valid experiment spec ({e.Message})"); }
-        using (doc) CheckObject(path, doc.RootElement, typeof(ExperimentSpec), "");
+        using (doc)
+        {
+            if (JsonStrings.FirstUndecodable(doc.RootElement) is string undecodable)
+                throw new ExperimentSpecException($"{path}: {undecodable} is not valid Unicode text (a lone surrogate escape)");
+            CheckObject(path, doc.RootElement, typeof(ExperimentSpec), "");
+        }
     }
 
     private static void CheckObject(string path, JsonElement element, Type type, string where)

@@ -71,6 +71,8 @@ public sealed unsafe class SafetensorsFile : ITensorStore
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new ModelLoadException($"{path}: malformed safetensors: header is not a JSON object");
+            if (JsonStrings.FirstUndecodable(doc.RootElement) is string undecodable)
+                throw new ModelLoadException($"{path}: malformed safetensors: header {undecodable} is not valid Unicode text (a lone surrogate escape)");
             var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
             var ranges = new List<(long Start, long End, string Name)>();

@@ -22,6 +22,8 @@ public static class SafetensorsIndex
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 throw new ModelLoadException($"{indexPath}: no 'weight_map' object");
+            if (JsonStrings.FirstUndecodable(map, "weight_map") is string undecodable)
+                throw new ModelLoadException($"{indexPath}: {undecodable} is not valid Unicode text (a lone surrogate escape)");
             var shards = new SortedSet<string>(StringComparer.Ordinal);
             foreach (var entry in map.EnumerateObject())
             {
