@@ -16,7 +16,8 @@ public static class CliErrors
         try { return body(); }
         catch (Exception e) when (IsUserError(e))
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            // One line whatever the message holds: scripts and users read the first line of stderr.
+            Console.Error.WriteLine($"error: {e.Message.ReplaceLineEndings(" ")}");
             return 2;
         }
     }
