@@ -139,7 +139,7 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, const floa
     mx = block_max(mx, scratch);
     float sum = 0.f;
     for (int j = threadIdx.x; j < n; j += blockDim.x) { float e = expf(scores[j] - mx); scores[j] = e; sum += e; }
-    sum = block_sum(sum, scratch);   // ends with __syncthreads: scores visible to all
+    sum = block_sum(sum, scratch);   // its barriers order every thread's scores[] writes before the reads below
     float inv = 1.f / sum;
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
         float acc = 0.f;
@@ -148,8 +148,9 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, const floa
     }
 }
 
-// h = silu(g) * u elementwise over n = T * intermediate.
-extern "C" __global__ void swiglu_f32(const float* __restrict__ g, const float* __restrict__ u, float* __restrict__ h, int n) {
+// h = silu(g) * u elementwise over n = T * intermediate. The engines pass h == g (in place), so g and h
+// carry no __restrict__: that promise would be false, and the compiler may act on it.
+extern "C" __global__ void swiglu_f32(const float* g, const float* __restrict__ u, float* h, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         float a = g[i];
         h[i] = a / (1.f + expf(-a)) * u[i];

@@ -101,8 +101,11 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_q48(const i64* __restr
     // DivideRound(ss, dim << 48): ss >= 0, so floor division then RNE.
     bool ok = true;
     i64 mean = divide_round_nonneg((u128)ss, (u128)dim << FRAC_BITS, &ok);
-    i64 arg = mean + eps;
-    if (!ok || arg <= (1LL << 18) || arg < mean) { if (threadIdx.x == 0) atomicOr(err, ERR_RMSNORM); arg = 1LL << 48; }
+    // mean + eps must not leave the i64 range; tested before adding, since signed overflow is undefined
+    // behaviour in C++ and a wrap-around test after the add may be folded away by the compiler.
+    bool sum_fits = eps >= 0 ? mean <= (i64)0x7fffffffffffffffLL - eps : mean >= (-(i64)0x7fffffffffffffffLL - 1) - eps;
+    i64 arg = sum_fits ? mean + eps : 0;
+    if (!ok || !sum_fits || arg <= (1LL << 18)) { if (threadIdx.x == 0) atomicOr(err, ERR_RMSNORM); arg = 1LL << 48; }
     i64 inv = q48_rsqrt(arg);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         bool k = true;
@@ -184,8 +187,9 @@ extern "C" __global__ void __launch_bounds__(256) attention_q48(const i64* __res
     if (!ok) atomicOr(err, ERR_ATTENTION);
 }
 
-// h = Mul(Silu(g), u) elementwise over n = T * intermediate.
-extern "C" __global__ void swiglu_q48(const i64* __restrict__ g, const i64* __restrict__ u, i64* __restrict__ h, int n,
+// h = Mul(Silu(g), u) elementwise over n = T * intermediate. The engine passes h == g (in place), so g and
+// h carry no __restrict__.
+extern "C" __global__ void swiglu_q48(const i64* g, const i64* __restrict__ u, i64* h, int n,
                                       const u64* __restrict__ tab, int* err) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         bool ok = true;

@@ -1,13 +1,21 @@
 // GPU check of the native CUDA backend (run by scripts/gpu-check.sh on a device machine):
-//  1. kernel checks against CPU references (CudaSelfCheck: INT8/INT64 bit-exact, FP16/FP8 rel L2 <= 1e-5);
-//  2. cuda-int64 vs the oracle on the small seeded model: SHA-256 of raw logits, prefill + 12 decodes;
-//  3. token match vs the oracle on the small model (20 greedy tokens, 4 gate prompts), every backend x scheme;
+//  1. module kinds (CUBIN/PTX) and kernel checks against CPU references (CudaSelfCheck: INT8/INT64
+//     bit-exact, FP16 GEMM rel L2 within its accumulation-model bound, others 1e-5), copy bandwidth;
+//  2. cuda-int64 vs the oracle on the small seeded model: SHA-256 of raw logits, prefill + 12 decodes; and
+//     token match vs the oracle on the small model (20 greedy tokens, 4 gate prompts), every backend x scheme;
+//  3. the experiment runner on experiments/gpu-check.json (the embedded tinystories-512 model, every native
+//     CUDA and ILGPU-on-CUDA backend): token match and KL per backend as the runner's JSON lines in OUT/runs/;
 //  4. TinyLlama-shaped seeded model: batch-1 decode tokens/s per backend x scheme, achieved weight GB/s,
 //     measured device-to-device copy GB/s and the roofline ratio.
-// Writes cuda-check.json into the folder given as the first argument; prints a table last.
+// Every step is guarded: an exception is recorded (summary line + JSON) and the next step runs. Summary lines
+// are also printed as they happen, so a run killed by its time limit still leaves them in the streamed log.
+// At the end: the summary and RESULT first, then OUT/cuda-check.json (NaN/Infinity written as strings).
+// Arguments: OUT [tiny-layers=22] [spec=experiments/gpu-check.json] [steps=1,2,3,4]
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using GpuIntLab.Backends.Cuda;
+using GpuIntLab.Experiments;
 using GpuIntLab.Core.Formats;
 using GpuIntLab.Core.Inference;
 using GpuIntLab.Core.Models;
@@ -15,37 +23,71 @@ using GpuIntLab.Oracle;
 
 string outDir = args.Length > 0 ? args[0] : ".";
 int tinyLayers = args.Length > 1 ? int.Parse(args[1]) : 22;
+string specPath = args.Length > 2 ? args[2] : Path.Combine("experiments", "gpu-check.json");
+var steps = (args.Length > 3 ? args[3] : "1,2,3,4").Split(',').Select(int.Parse).ToHashSet();
 Directory.CreateDirectory(outDir);
 var report = new Dictionary<string, object?>();
 var lines = new List<string>();
+var jsonOptions = new JsonSerializerOptions { WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
 void Log(string s) { Console.WriteLine(s); Console.Out.Flush(); }
+void Summary(string s) { lines.Add(s); Log("summary: " + s); }
+void WriteJson() => File.WriteAllText(Path.Combine(outDir, "cuda-check.json"), JsonSerializer.Serialize(report, jsonOptions));
+bool allPass = true;
+// One step: its failure is recorded and the next step still runs.
+void Step(int number, string name, Action body)
+{
+    if (!steps.Contains(number)) { Log($"== step {number} ({name}): not requested"); return; }
+    Log($"== step {number}: {name}");
+    var sw = Stopwatch.StartNew();
+    try { body(); }
+    catch (Exception e)
+    {
+        allPass = false;
+        report[$"step{number}_error"] = $"{e.GetType().Name}: {e.Message}";
+        Summary($"step {number} ({name}): ERROR {e.GetType().Name}: {e.Message}");
+        Log(e.ToString());
+    }
+    Log($"== step {number} took {sw.Elapsed.TotalSeconds:F1} s");
+}
 
 var avail = CudaRuntime.Availability;
 Log($"availability: {avail.Reason}");
 report["availability"] = avail.Reason;
-if (!avail.IsAvailable) { File.WriteAllText(Path.Combine(outDir, "cuda-check.json"), JsonSerializer.Serialize(report)); return 2; }
+if (!avail.IsAvailable) { WriteJson(); return 2; }
 
-bool allPass = true;
 // 1. kernels
-using (var dev = new CudaDevice())
+double copyGBps = double.NaN;
+Step(1, "modules and kernel checks", () =>
 {
+    using var dev = new CudaDevice();
+    var modules = new List<object>();
+    foreach (var file in KernelSources.Files())
+    {
+        var m = dev.Compile(file);
+        int spills = m.Resources.Values.Count(r => r.Spills);
+        modules.Add(new { file, kind = m.Compiled.Kind, kernels = m.Resources.Values });
+        Summary($"module {file}: {m.Compiled.Kind}, {m.Resources.Count} kernels with ptxas reports, {spills} with spills");
+    }
+    report["modules"] = modules;
     var checks = CudaSelfCheck.RunKernelChecks(dev);
     foreach (var c in checks) Log($"{(c.Pass ? "PASS" : "FAIL")} {c.Name}: {c.Metric} = {c.Value:G4} (bound {c.Bound:G4})");
     report["kernel_checks"] = checks;
     int fails = checks.Count(c => !c.Pass);
     allPass &= fails == 0;
-    lines.Add($"kernel checks: {checks.Count - fails}/{checks.Count} pass");
-    double copy = CudaSelfCheck.CopyBandwidthGBps(dev);
-    report["copy_GBps"] = copy;
-    lines.Add($"device-to-device copy: {copy:F0} GB/s (read + write)");
-}
-double copyGBps = (double)report["copy_GBps"]!;
+    // The first few failures in the summary; all of them are in the log above and in the JSON.
+    Summary($"kernel checks: {checks.Count - fails}/{checks.Count} pass" + (fails > 0 ? ": FAIL " + string.Join("; ", checks.Where(c => !c.Pass).Take(5).Select(c => $"{c.Name} {c.Value:G3} > {c.Bound:G3}")) + (fails > 5 ? $"; and {fails - 5} more" : "") : ""));
+    copyGBps = CudaSelfCheck.CopyBandwidthGBps(dev);
+    report["copy_GBps"] = copyGBps;
+    Summary($"device-to-device copy: {copyGBps:F0} GB/s (read + write)");
+});
 
 // 2 + 3. small model
-string small = Path.Combine(Path.GetTempPath(), "gpuintlab-cuda-check", "small");
-SeededCheckpointWriter.Write(small, SeededCheckpointWriter.ConformanceConfig(), new(TensorDtype.BF16));
 int[][] prompts = [[1, 450, 7483, 310, 3444, 338], [1, 9038, 2501, 263, 931], [1, 29896, 29974, 29896, 29922], [1, 450, 6593, 310, 2834, 338]];
 var combos = CudaProvider.All.SelectMany(p => p.Schemes.Select(s => (p, s))).ToList();
+Step(2, "small model: int64 hash and token match", () =>
+{
+string small = Path.Combine(Path.GetTempPath(), "gpuintlab-cuda-check", "small");
+SeededCheckpointWriter.Write(small, SeededCheckpointWriter.ConformanceConfig(), new(TensorDtype.BF16));
 using (var ckpt = LlamaCheckpoint.Open(small))
 {
     var oracleIds = new List<List<int>>();
@@ -68,15 +110,15 @@ using (var ckpt = LlamaCheckpoint.Open(small))
         bool same = a == b;
         allPass &= same;
         report["int64_hash"] = new { oracle = a, cuda = b, identical = same, graph_replays = gpu.GraphReplays };
-        lines.Add($"cuda-int64 vs oracle hash: {(same ? "IDENTICAL" : "DIFFERENT")} ({a[..16]} / {b[..16]}), graph replays {gpu.GraphReplays}");
+        Summary($"cuda-int64 vs oracle hash: {(same ? "IDENTICAL" : "DIFFERENT")} ({a[..16]} / {b[..16]}), graph replays {gpu.GraphReplays}");
     }
-    catch (Exception e) { allPass = false; lines.Add($"cuda-int64 hash: ERROR {e.GetType().Name}: {e.Message}"); Log(e.ToString()); }
+    catch (Exception e) { allPass = false; Summary($"cuda-int64 hash: ERROR {e.GetType().Name}: {e.Message}"); Log(e.ToString()); }
 
     var matches = new List<object>();
     foreach (var (p, s) in combos)
     {
         var av = p.CheckAvailability("cuda");
-        if (!av.IsAvailable) { lines.Add($"token match {p.Name}/{s}: skipped ({av.Reason})"); continue; }
+        if (!av.IsAvailable) { Summary($"token match {p.Name}/{s}: skipped ({av.Reason})"); continue; }
         try
         {
             using var e = p.Create(ckpt, new EngineOptions(s));
@@ -89,15 +131,41 @@ using (var ckpt = LlamaCheckpoint.Open(small))
                 total += 20 - Math.Min(20, ids.Count);
             }
             matches.Add(new { backend = p.Name, scheme = s, match, of = prompts.Length * 20 });
-            lines.Add($"token match {p.Name}/{s}: {match}/{prompts.Length * 20} (free-running prefix vs oracle)");
+            Summary($"token match {p.Name}/{s}: {match}/{prompts.Length * 20} (free-running prefix vs oracle)");
             if (p.Name == "cuda-int64" && match != prompts.Length * 20) allPass = false;
         }
-        catch (Exception ex) { allPass = false; lines.Add($"token match {p.Name}/{s}: ERROR {ex.GetType().Name}: {ex.Message}"); Log(ex.ToString()); }
+        catch (Exception ex) { allPass = false; Summary($"token match {p.Name}/{s}: ERROR {ex.GetType().Name}: {ex.Message}"); Log(ex.ToString()); }
     }
     report["token_match_small"] = matches;
 }
+});
+
+// 3. the experiment runner: native CUDA and ILGPU-on-CUDA backends on the embedded model, as JSON lines
+Step(3, "experiment runner (CUDA + ILGPU on CUDA)", () =>
+{
+    var spec = ExperimentSpec.Load(specPath);
+    var summary = new ExperimentRunner().Run(spec, new RunOptions
+    {
+        ResultsDirectory = Path.Combine(outDir, "runs"),
+        Command = "CudaCheck " + string.Join(' ', args),
+        Progress = p => { if (p.Phase == "done" || p.TokensDone == 0) Log($"runner: {p.Backend}/{p.Scheme} {p.Prompt} [{p.Phase}]"); },
+    });
+    report["runner_results_file"] = summary.ResultsFile;
+    foreach (var g in summary.Records.Where(r => r.Type is "result" or "error").GroupBy(r => (r.Backend, r.Scheme)))
+    {
+        var errors = g.Where(r => r.Type == "error").ToList();
+        var results = g.Where(r => r.Type == "result").ToList();
+        if (errors.Count > 0) Summary($"runner {g.Key.Backend}/{g.Key.Scheme}: {errors.Count} errors, first: {errors[0].Error}");
+        if (results.Count > 0)
+            Summary($"runner {g.Key.Backend}/{g.Key.Scheme}: greedy match {results.Sum(r => r.GreedyMatches ?? 0)}/{results.Sum(r => r.NewTokens ?? 0)}, mean KL {results.Average(r => r.KlMean ?? double.NaN):G3}");
+        if (g.Key.Backend is "cuda-int64" or "ilgpu-int64" && (errors.Count > 0 || results.Any(r => r.GreedyMatches != r.NewTokens))) allPass = false;
+    }
+    Summary($"runner records: {summary.ResultsFile}");
+});
 
 // 4. TinyLlama-shaped speed
+Step(4, "TinyLlama-shaped decode speed", () =>
+{
 string tiny = Path.Combine(Path.GetTempPath(), "gpuintlab-cuda-check", $"tinyllama-{tinyLayers}");
 var sw = Stopwatch.StartNew();
 var cfg = SeededCheckpointWriter.TinyLlamaShapedConfig(tinyLayers);
@@ -112,7 +180,7 @@ using (var ckpt = LlamaCheckpoint.Open(tiny))
     {
         if (p.Name == "cuda-int8" && s != "per-channel" || p.Name == "cuda-fp8" && s != "per-channel") continue; // one scheme each: same kernels
         var av = p.CheckAvailability("cuda");
-        if (!av.IsAvailable) { lines.Add($"speed {p.Name}/{s}: skipped ({av.Reason})"); continue; }
+        if (!av.IsAvailable) { Summary($"speed {p.Name}/{s}: skipped ({av.Reason})"); continue; }
         try
         {
             sw.Restart();
@@ -127,15 +195,19 @@ using (var ckpt = LlamaCheckpoint.Open(tiny))
             double bytesPerWeight = p.Format switch { CudaFormat.Fp16 => 2, CudaFormat.Int64 => 8, _ => 1 };
             double gbps = linearParams * bytesPerWeight / med / 1e9;
             speeds.Add(new { backend = p.Name, scheme = s, tok_per_s = 1 / med, median_ms = med * 1e3, weight_GBps = gbps, roofline = gbps / copyGBps, load_s = load });
-            lines.Add($"speed {p.Name}/{s}: {1 / med:F1} tok/s ({med * 1e3:F2} ms/token), weights {gbps:F0} GB/s = {gbps / copyGBps:P0} of copy bandwidth (load {load:F0} s)");
+            Summary($"speed {p.Name}/{s}: {1 / med:F1} tok/s ({med * 1e3:F2} ms/token), weights {gbps:F0} GB/s = {gbps / copyGBps:P0} of copy bandwidth (load {load:F0} s)");
         }
-        catch (Exception ex) { allPass = false; lines.Add($"speed {p.Name}/{s}: ERROR {ex.GetType().Name}: {ex.Message}"); Log(ex.ToString()); }
+        catch (Exception ex) { allPass = false; Summary($"speed {p.Name}/{s}: ERROR {ex.GetType().Name}: {ex.Message}"); Log(ex.ToString()); }
     }
 }
 report["speed_tinyllama"] = speeds;
-File.WriteAllText(Path.Combine(outDir, "cuda-check.json"), JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }));
+});
+
+// The summary and verdict first: nothing after this can lose them.
 Log("");
 Log("==== summary ====");
 foreach (var l in lines) Log(l);
 Log(allPass ? "RESULT: PASS" : "RESULT: FAIL");
+try { WriteJson(); }
+catch (Exception e) { Log($"cuda-check.json not written: {e.GetType().Name}: {e.Message}"); return 1; }
 return allPass ? 0 : 1;

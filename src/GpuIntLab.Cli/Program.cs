@@ -18,6 +18,8 @@ public static class Program
         root.Subcommands.Add(MakeModelCommand.Create());
         root.Subcommands.Add(BenchOracleCommand.Create());
         root.Subcommands.Add(TrainCommand.Create());
+        root.Subcommands.Add(TokenizeCommand.Create());
+        root.Subcommands.Add(CudaCompileCommand.Create());
         // Our handler, not the library's, reports user errors: one line, exit code 2, no stack trace.
         return CliErrors.Run(() => CliErrors.Invoke(root, args));
     }

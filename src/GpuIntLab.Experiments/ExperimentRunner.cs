@@ -138,10 +138,10 @@ public sealed class ExperimentRunner
         return new RunSummary(runId, resultsFile, records);
     }
 
-    private static int[] Encode(string? text, int[]? ids, LlamaTokenizer? tokenizer, string modelDir, string what)
+    private static int[] Encode(string? text, int[]? ids, ITokenizer? tokenizer, string modelDir, string what)
     {
         if (ids != null) return ids;
-        if (tokenizer == null) throw new ExperimentSpecException($"{modelDir}: no tokenizer.model, so {what} cannot be encoded from text (give 'ids')");
+        if (tokenizer == null) throw new ExperimentSpecException($"{modelDir}: no tokenizer.model or tokenizer.json, so {what} cannot be encoded from text (give 'ids')");
         return tokenizer.Encode(text!);
     }
 

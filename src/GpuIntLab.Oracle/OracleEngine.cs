@@ -43,7 +43,7 @@ public sealed class OracleEngine : LlamaEngine, IRawLogitsEngine, IExactLlamaOps
 
         // Boundary: the real-valued hyper-parameters enter the integer world here, once.
         _epsilon = Q48.FromDouble(_c.RmsNormEps);
-        _rope = new RopeTable(_c.HeadDim, _c.MaxPositionEmbeddings, _c.RopeTheta);
+        _rope = new RopeTable(_c.HeadDim, _c.MaxPositionEmbeddings, _c.RopeTheta, _c.RopeScaling);
         _attentionScale = Q48.Rsqrt(Q48.FromInt(_c.HeadDim));
 
         _cache = new KvCache<long>(_c.NumHiddenLayers, _c.KvDim);

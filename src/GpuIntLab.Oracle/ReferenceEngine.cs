@@ -7,14 +7,14 @@ namespace GpuIntLab.Oracle;
 /// The float64 reference engine: the same Llama forward in plain IEEE double, written independently of
 /// the Q16.48 oracle so that a convention error in one shows up as a disagreement with the other.
 /// Weights are widened exactly from the checkpoint; libm exp/sin/cos/sqrt; RoPE angles
-/// pos * theta^(-2i/head_dim) in float64 (not HF's float32 inv_freq), as the conformance reference does.
+/// pos * inv_freq in float64 (FloatRope, llama3-rewritten where configured) (not HF's float32 inv_freq), as the conformance reference does.
 /// </summary>
 public sealed class ReferenceEngine : LlamaEngine, ILlamaOps
 {
     private readonly LlamaConfig _c;
     private readonly double[] _embedding;
     private readonly ModelWeights<double[], double[]> _weights;
-    private readonly double[] _invFrequency;
+    private readonly FloatRope _rope;
     private readonly KvCache<double> _cache;
     private readonly int _threads;
 
@@ -37,7 +37,7 @@ public sealed class ReferenceEngine : LlamaEngine, ILlamaOps
         _threads = Math.Max(1, threads);
         _embedding = checkpoint.ReadDouble(checkpoint.Info(LlamaCheckpoint.EmbeddingName));
         _weights = LlamaWeights.Load(checkpoint, t => t.Name == LlamaCheckpoint.EmbeddingName ? _embedding : checkpoint.ReadDouble(t), checkpoint.ReadDouble);
-        _invFrequency = FloatRope.InverseFrequencies(_c);
+        _rope = new FloatRope(_c.HeadDim, _c.MaxPositionEmbeddings, _c.RopeTheta, _c.RopeScaling);
         _cache = new KvCache<double>(_c.NumHiddenLayers, _c.KvDim);
         Info = new EngineInfo("reference", "float64", "exact", $"cpu ({_threads} thread{(_threads == 1 ? "" : "s")})",
             new Dictionary<string, string>
@@ -207,10 +207,11 @@ public sealed class ReferenceEngine : LlamaEngine, ILlamaOps
     private void Rope(Span<double> head, int pos)
     {
         int half = head.Length / 2;
+        var cosines = _rope.Cos(pos);
+        var sines = _rope.Sin(pos);
         for (int i = 0; i < half; i++)
         {
-            double angle = pos * _invFrequency[i];
-            double cos = Math.Cos(angle), sin = Math.Sin(angle);
+            double cos = cosines[i], sin = sines[i];
             double a = head[i], b = head[i + half];
             head[i] = a * cos - b * sin;
             head[i + half] = b * cos + a * sin;

@@ -32,6 +32,8 @@ public abstract class CudaEngineBase : IInferenceEngine
     public int Position { get; private set; }
     /// <summary>Decode steps replayed from the captured graph (for reports and tests).</summary>
     public int GraphReplays { get; private set; }
+    /// <summary>The attention kernel's shared-memory plan: how many positions this GPU can attend over.</summary>
+    protected AttentionSharedMemory Attention { get; init; } = null!;
 
     protected CudaEngineBase(LlamaConfig config, string kernelFile, CudaDevice device)
     {
@@ -53,6 +55,7 @@ public abstract class CudaEngineBase : IInferenceEngine
     {
         EngineGuards.CheckTokens(C, tokens, Position);
         if (tokens.Length == 0) throw new ArgumentException("prefill needs at least one token", nameof(tokens));
+        Attention.Check(Info.Name, Position, tokens.Length, C.MaxPositionEmbeddings);
         Dev.MakeCurrent();
         for (int start = 0; start < tokens.Length; start += MaxBatch)
         {
@@ -69,6 +72,7 @@ public abstract class CudaEngineBase : IInferenceEngine
     public double[] Decode(int token)
     {
         EngineGuards.CheckTokens(C, [token], Position);
+        Attention.Check(Info.Name, Position, 1, C.MaxPositionEmbeddings);
         Dev.MakeCurrent();
         Dev.Write<int>(DTokens, [token]);
         var d = Dev.Driver;
@@ -166,8 +170,7 @@ public sealed class CudaFloatEngine : CudaEngineBase
         _hb = F(MaxBatch * inter); _hb2 = F(MaxBatch * inter); _logits = F(C.VocabSize);
         long maxCols = Math.Max(d, inter);
         _xh = Dev.Alloc((ulong)(MaxBatch * maxCols * 2)); _xq = Dev.Alloc((ulong)(MaxBatch * maxCols)); _xs = F(MaxBatch);
-        if (maxPos * 4 > 48 * 1024)
-            Dev.Driver.FuncSetAttribute(Module.Function("attention_f32"), CudaDriver.FuncAttrMaxDynamicSharedSizeBytes, maxPos * 4);
+        Attention = AttentionSharedMemory.Apply(Module, "attention_f32", maxPos, sizeof(float), Dev.MaxSharedBytesPerBlockOptin);
 
         string fmt = format switch { CudaFormat.Fp16 => "fp16", CudaFormat.Int8 => "int8", _ => "fp8-e4m3" };
         Info = new EngineInfo($"cuda-{(format == CudaFormat.Fp8 ? "fp8" : fmt)}", fmt, options.Scheme, $"{Dev.Name} (sm_{Dev.ComputeCapability})",
@@ -182,6 +185,7 @@ public sealed class CudaFloatEngine : CudaEngineBase
                 },
                 ["activations"] = format switch { CudaFormat.Fp16 => "float32, rounded to half at each linear input", _ => "float32, dynamic per-token quantization at each linear input" },
                 ["nonlinear"] = "float32 (rsqrtf, expf), KV cache float32",
+                ["module"] = Module.Compiled.Kind,
             });
     }
 
@@ -212,7 +216,7 @@ public sealed class CudaFloatEngine : CudaEngineBase
     {
         int d = C.HiddenSize, kv = C.KvDim, inter = C.IntermediateSize;
         float eps = (float)C.RmsNormEps, scale = (float)(1.0 / Math.Sqrt(C.HeadDim));
-        uint attShared = (uint)(C.MaxPositionEmbeddings * 4);
+        uint attShared = (uint)Attention.DynamicBytes;
         var m = Module;
         m.Launch("embed_f32", G(t), 256, 0, _embedding, DTokens, _x, d);
         foreach (var w in _layers)
@@ -286,14 +290,14 @@ public sealed class CudaInt64Engine : CudaEngineBase
         _x = L(MaxBatch * d); _xb = L(MaxBatch * d); _xb2 = L(MaxBatch * d); _q = L(MaxBatch * d);
         _k = L(MaxBatch * kv); _v = L(MaxBatch * kv); _att = L(MaxBatch * d);
         _hb = L(MaxBatch * inter); _hb2 = L(MaxBatch * inter); _logits = L(C.VocabSize);
-        if (maxPos * 8 > 44 * 1024)
-            Dev.Driver.FuncSetAttribute(Module.Function("attention_q48"), CudaDriver.FuncAttrMaxDynamicSharedSizeBytes, maxPos * 8);
+        Attention = AttentionSharedMemory.Apply(Module, "attention_q48", maxPos, sizeof(long), Dev.MaxSharedBytesPerBlockOptin);
         Info = new EngineInfo("cuda-int64", "Q16.48", "exact", $"{Dev.Name} (sm_{Dev.ComputeCapability})",
             new Dictionary<string, string>
             {
                 ["weights"] = "checkpoint values converted exactly to Q16.48 (the oracle's conversion)",
                 ["matmul"] = "int64 x int64 -> exact 128-bit sum (mul.lo + __mul64hi), one RNE rounding per output",
                 ["nonlinear"] = "the oracle's integer rsqrt/exp/sigmoid ported to device code (unsigned __int128)",
+                ["module"] = Module.Compiled.Kind,
             });
     }
 
@@ -303,7 +307,7 @@ public sealed class CudaInt64Engine : CudaEngineBase
     protected override void Step(int t, bool computeLogits)
     {
         int d = C.HiddenSize, kv = C.KvDim, inter = C.IntermediateSize;
-        uint attShared = (uint)(C.MaxPositionEmbeddings * 8);
+        uint attShared = (uint)Attention.DynamicBytes;
         var m = Module;
         m.Launch("embed_q48", G(t), 256, 0, _embedding, DTokens, _x, d);
         foreach (var w in _layers)

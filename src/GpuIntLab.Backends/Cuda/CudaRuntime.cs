@@ -14,18 +14,40 @@ public static class CudaRuntime
     private static readonly Lazy<(CudaDriver? Driver, Nvrtc? Nvrtc, Availability Availability)> s_state =
         new(() => Probe(CudaDriver.DefaultCandidates(), Nvrtc.DefaultCandidates()));
 
-    public static Availability Availability => s_state.Value.Availability;
+    // Set only by UseForDryRun (the stub-driver tests); otherwise the probed state above.
+    private static (CudaDriver? Driver, Nvrtc? Nvrtc, Availability Availability)? s_override;
+    private static (CudaDriver? Driver, Nvrtc? Nvrtc, Availability Availability) State => s_override ?? s_state.Value;
+
+    public static Availability Availability => State.Availability;
 
     /// <summary>Compute capability of device 0 as major*10+minor (0 when unavailable).</summary>
-    public static int ComputeCapability => s_cc.Value;
-    private static readonly Lazy<int> s_cc = new(() =>
+    public static int ComputeCapability => s_override is null ? s_cc.Value : QueryComputeCapability();
+    private static readonly Lazy<int> s_cc = new(QueryComputeCapability);
+    private static int QueryComputeCapability()
     {
         if (!Availability.IsAvailable) return 0;
         var d = Driver; int dev = d.DeviceGet(0);
         return 10 * d.DeviceAttribute(dev, CudaDriver.AttrComputeCapabilityMajor) + d.DeviceAttribute(dev, CudaDriver.AttrComputeCapabilityMinor);
-    });
-    internal static CudaDriver Driver => s_state.Value.Driver ?? throw new CudaUnavailableException(Availability.Reason);
-    internal static Nvrtc Nvrtc => s_state.Value.Nvrtc ?? throw new CudaUnavailableException(Availability.Reason);
+    }
+    internal static CudaDriver Driver => State.Driver ?? throw new CudaUnavailableException(Availability.Reason);
+    internal static Nvrtc Nvrtc => State.Nvrtc ?? throw new CudaUnavailableException(Availability.Reason);
+
+    /// <summary>
+    /// Makes the process use the given driver and NVRTC (a stand-in libcuda for the GPU-less dry run) until the
+    /// returned scope is disposed. Process-wide: callers must not run alongside other CUDA users.
+    /// </summary>
+    public static IDisposable UseForDryRun(string driverPath, string nvrtcPath)
+    {
+        var probed = Probe([driverPath], [nvrtcPath]);
+        if (!probed.Availability.IsAvailable) throw new CudaUnavailableException(probed.Availability.Reason);
+        s_override = probed;
+        return new OverrideScope();
+    }
+
+    private sealed class OverrideScope : IDisposable
+    {
+        public void Dispose() => s_override = null;
+    }
 
     /// <summary>Binds the driver and NVRTC from the candidate lists and classifies what is missing.</summary>
     public static (CudaDriver? Driver, Nvrtc? Nvrtc, Availability Availability) Probe(IEnumerable<string> driverCandidates, IEnumerable<string> nvrtcCandidates)
@@ -75,6 +97,8 @@ public sealed unsafe class CudaDevice : IDisposable
     public string Name { get; }
     public int ComputeCapability { get; }   // e.g. 90
     public int MultiprocessorCount { get; }
+    /// <summary>Largest shared memory (static + dynamic) one block may use after opting in, in bytes.</summary>
+    public int MaxSharedBytesPerBlockOptin { get; }
     public CudaDriver Driver => _d;
 
     public CudaDevice(int ordinal = 0)
@@ -87,6 +111,7 @@ public sealed unsafe class CudaDevice : IDisposable
         Name = _d.DeviceName(_device);
         ComputeCapability = 10 * _d.DeviceAttribute(_device, CudaDriver.AttrComputeCapabilityMajor) + _d.DeviceAttribute(_device, CudaDriver.AttrComputeCapabilityMinor);
         MultiprocessorCount = _d.DeviceAttribute(_device, CudaDriver.AttrMultiprocessorCount);
+        MaxSharedBytesPerBlockOptin = _d.DeviceAttribute(_device, CudaDriver.AttrMaxSharedMemoryPerBlockOptin);
         _context = _d.PrimaryCtxRetain(_device);
         _d.CtxSetCurrent(_context);
         Stream = _d.StreamCreate();
@@ -150,23 +175,48 @@ public sealed unsafe class CudaDevice : IDisposable
     }
 }
 
-/// <summary>A loaded module: kernel lookup by name and launches with typed arguments.</summary>
-public sealed unsafe class CudaModule(CudaDevice device, IntPtr module, string file, NvrtcOutput compiled)
+/// <summary>
+/// A loaded module: kernel lookup by name and launches with typed arguments. Every kernel the PTX declares
+/// is resolved (cuModuleGetFunction) right here, after the load: never first inside a CUDA graph capture,
+/// where lazy loading can refuse it (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED on older drivers).
+/// </summary>
+public sealed unsafe class CudaModule
 {
+    private readonly CudaDevice _device;
     private readonly Dictionary<string, IntPtr> _functions = [];
-    public string File => file;
-    public NvrtcOutput Compiled => compiled;
+    private readonly Dictionary<string, KernelEntry> _entries = [];
+    public string File { get; }
+    public CudaDevice Device => _device;
+    public NvrtcOutput Compiled { get; }
+    /// <summary>ptxas's per-kernel resources (empty for a PTX image, where ptxas did not run).</summary>
+    public IReadOnlyDictionary<string, KernelResources> Resources { get; }
 
-    public IntPtr Function(string name)
+    public CudaModule(CudaDevice device, IntPtr module, string file, NvrtcOutput compiled)
     {
-        if (!_functions.TryGetValue(name, out var f)) _functions[name] = f = device.Driver.ModuleGetFunction(module, name);
-        return f;
+        _device = device; File = file; Compiled = compiled;
+        Resources = KernelImageInfo.Resources(compiled.Log);
+        foreach (var e in KernelImageInfo.Entries(compiled.Ptx))
+        {
+            _entries[e.Name] = e;
+            _functions[e.Name] = device.Driver.ModuleGetFunction(module, e.Name);
+        }
     }
 
-    /// <summary>Launches <paramref name="name"/>; each argument is an int, long, float, ulong (device pointer) or IntPtr.</summary>
+    public IntPtr Function(string name) => _functions.TryGetValue(name, out var f) ? f
+        : throw new ArgumentException($"{File} has no kernel '{name}' (kernels: {string.Join(", ", _functions.Keys)})", nameof(name));
+
+    /// <summary>Static shared memory of <paramref name="kernel"/> per ptxas, or null when unknown (PTX image).</summary>
+    public int? StaticSharedBytes(string kernel) => Resources.TryGetValue(kernel, out var r) ? r.StaticSharedBytes : null;
+
+    /// <summary>
+    /// Launches <paramref name="name"/>; each argument is an int, uint or float (4-byte parameter) or a long,
+    /// ulong (device pointer) or IntPtr (8-byte parameter). The count and each size must match the kernel's
+    /// PTX signature: a mismatch is refused here, before the driver reads the wrong bytes.
+    /// </summary>
     public void Launch(string name, (uint X, uint Y) grid, uint block, uint sharedBytes, params object[] args)
     {
         var f = Function(name);
+        CheckArguments(_entries[name], args);
         // Marshal each argument into an 8-byte slot; the driver reads sizeof(param) bytes from each.
         ulong* slots = stackalloc ulong[args.Length];
         void** ptrs = stackalloc void*[args.Length];
@@ -185,7 +235,19 @@ public sealed unsafe class CudaModule(CudaDevice device, IntPtr module, string f
             }
             ptrs[i] = &slots[i];
         }
-        device.Driver.LaunchKernel(f, Math.Max(1, grid.X), Math.Max(1, grid.Y), 1, block, 1, 1, sharedBytes, device.Stream, ptrs, $"{file}:{name}");
+        _device.Driver.LaunchKernel(f, Math.Max(1, grid.X), Math.Max(1, grid.Y), 1, block, 1, 1, sharedBytes, _device.Stream, ptrs, $"{File}:{name}");
+    }
+
+    private void CheckArguments(KernelEntry entry, object[] args)
+    {
+        if (args.Length != entry.ParamSizes.Count)
+            throw new ArgumentException($"{File}:{entry.Name} takes {entry.ParamSizes.Count} parameters, the launch passes {args.Length}");
+        for (int i = 0; i < args.Length; i++)
+        {
+            int size = args[i] switch { int or uint or float => 4, long or ulong or IntPtr => 8, _ => 0 };
+            if (size != entry.ParamSizes[i])
+                throw new ArgumentException($"{File}:{entry.Name} parameter {i} is {entry.ParamSizes[i]} bytes, the launch passes a {args[i]?.GetType().Name} ({size} bytes)");
+        }
     }
 }
 
@@ -212,13 +274,56 @@ public static class KernelSources
         return System.IO.File.ReadAllText(path);
     }
 
-    /// <summary>NVRTC options: the device's real arch (CUBIN), C++17, no fast math (IEEE division and rounding kept).</summary>
-    public static IReadOnlyList<string> Options(int computeCapability) =>
-        [$"--gpu-arch=sm_{computeCapability}", "--std=c++17", "-default-device", "--fmad=false"];
+    /// <summary>The kernel files of <see cref="Directory"/> (every *.cu), sorted by name.</summary>
+    public static IReadOnlyList<string> Files() =>
+        [.. System.IO.Directory.EnumerateFiles(Directory, "*.cu").Select(f => Path.GetFileName(f)!).Order(StringComparer.Ordinal)];
 
-    public static NvrtcOutput Compile(Nvrtc nvrtc, string file, int computeCapability)
+    /// <summary>
+    /// NVRTC options for <paramref name="arch"/> ("sm_90": CUBIN, loads on any driver that knows the GPU, even
+    /// one older than this NVRTC; "compute_90": PTX, JIT-compiled by the driver, which must be at least as new
+    /// as NVRTC). C++17; no fused multiply-add contraction (IEEE rounding kept); --device-int128 because
+    /// int64.cu's exact sums use unsigned __int128, which NVRTC (unlike nvcc and clang) refuses without it;
+    /// -Xptxas=-v so the log reports registers, spills and shared memory per kernel (no effect on the code).
+    /// </summary>
+    public static IReadOnlyList<string> Options(string arch) =>
+        [$"-arch={arch}", "--std=c++17", "-default-device", "--fmad=false", "--device-int128", "-Xptxas=-v"];
+
+    /// <summary>The options for a device of compute capability <paramref name="computeCapability"/> when NVRTC can emit its CUBIN.</summary>
+    public static IReadOnlyList<string> Options(int computeCapability) => Options($"sm_{computeCapability}");
+
+    /// <summary>
+    /// The target for a device: its real architecture (CUBIN) whenever this NVRTC lists it; PTX only where a
+    /// CUBIN is impossible, i.e. an NVRTC older than the GPU, and then for the newest virtual architecture
+    /// the NVRTC knows that the device can run.
+    /// </summary>
+    public static string Target(Nvrtc nvrtc, int computeCapability)
+    {
+        var supported = nvrtc.SupportedArchs();
+        if (supported is null || supported.Contains(computeCapability)) return $"sm_{computeCapability}";
+        var older = supported.Where(a => a <= computeCapability).ToList();
+        if (older.Count == 0)
+            throw new CudaUnavailableException($"unavailable: NVRTC {nvrtc.Source} knows no architecture at or below sm_{computeCapability} (it has {string.Join(", ", supported)})");
+        return $"compute_{older.Max()}";
+    }
+
+    public static NvrtcOutput Compile(Nvrtc nvrtc, string file, int computeCapability) =>
+        CompileFor(nvrtc, file, Target(nvrtc, computeCapability));
+
+    /// <summary>
+    /// Compiles kernels/<paramref name="file"/> for <paramref name="arch"/> with <see cref="Options(string)"/>.
+    /// The result is kept per NVRTC, file, architecture and exact source text (file and headers), so the many
+    /// engines a check or test run creates compile each module once (int64.cu takes seconds).
+    /// </summary>
+    public static NvrtcOutput CompileFor(Nvrtc nvrtc, string file, string arch)
     {
         var headers = Headers.ToDictionary(h => h, Read);
-        return nvrtc.Compile(Read(file), file, headers, Options(computeCapability));
+        string source = Read(file);
+        string key = string.Join("\0", [nvrtc.Source, file, arch, source, .. headers.Values]);
+        var lazy = s_compiled.GetOrAdd(key, _ => new Lazy<NvrtcOutput>(() => nvrtc.Compile(source, file, headers, Options(arch))));
+        try { return lazy.Value; }
+        catch (CudaException) { s_compiled.TryRemove(key, out _); throw; }  // a failed compile is retried next time
     }
+
+    // Keyed by the library's path (two bindings of one library compile alike), file, arch and source text.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<NvrtcOutput>> s_compiled = new();
 }

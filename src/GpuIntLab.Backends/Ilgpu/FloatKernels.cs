@@ -25,6 +25,19 @@ public static class FloatKernels
     public static void RmsApply(Index1D i, ArrayView<float> x, ArrayView<float> inv, ArrayView<float> w, ArrayView<float> output)
         => output[i] = w[i] * (x[i] * inv[0]);
 
+    /// <summary>One thread per row of width n (Qwen3's per-head q/k norm): inv[row] = 1/sqrt(sum(x_row^2)/n + eps), sequential sum.</summary>
+    public static void RmsInverseRows(Index1D row, ArrayView<float> x, ArrayView<float> inv, int n, float eps)
+    {
+        float ss = 0f;
+        int o = row * n;
+        for (int i = 0; i < n; i++) ss += DeviceMath.Mul(x[o + i], x[o + i]);
+        inv[row] = DeviceMath.Rsqrt(ss / n + eps);
+    }
+
+    /// <summary>x[i] = w[i mod n] * (x[i] * inv[i / n]), in place, rows of width n.</summary>
+    public static void RmsApplyRows(Index1D i, ArrayView<float> x, ArrayView<float> inv, ArrayView<float> w, int n)
+        => x[i] = w[i % n] * (x[i] * inv[i / n]);
+
     /// <summary>HF rotate-half RoPE, one thread per (head, pair); cos/sin tables [position, headDim/2].</summary>
     public static void Rope(Index1D index, ArrayView<float> vec, ArrayView<float> cos, ArrayView<float> sin, int pos, int half)
     {

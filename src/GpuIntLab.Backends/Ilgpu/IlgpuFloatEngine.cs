@@ -12,26 +12,32 @@ namespace GpuIntLab.Backends.Ilgpu;
 /// cache, softmax, SwiGLU, residual stream. The embedding row is gathered on the host (exact float32
 /// of the checkpoint value) and uploaded; logits come back as float32 widened to float64.
 /// </summary>
-public sealed class IlgpuFloatEngine : IInferenceEngine
+public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
 {
-    private sealed record Layer(MemoryBuffer1D<float, Stride1D.Dense> InputNorm, IDeviceLinear Q, IDeviceLinear K, IDeviceLinear V, IDeviceLinear O,
-        MemoryBuffer1D<float, Stride1D.Dense> PostNorm, IDeviceLinear Gate, IDeviceLinear Up, IDeviceLinear Down,
-        MemoryBuffer1D<float, Stride1D.Dense> Keys, MemoryBuffer1D<float, Stride1D.Dense> Values);
+    private sealed class LayerCache(Accelerator acc, int kvDim) : IDisposable
+    {
+        public readonly GrowableBuffer<float> Keys = new(acc, kvDim), Values = new(acc, kvDim);
+        public void Dispose() { Keys.Dispose(); Values.Dispose(); }
+    }
 
     private readonly LlamaConfig _c;
     private readonly IlgpuDevice _device;
     private readonly IDisposable _format;
     private readonly float[] _embedding;
-    private readonly Layer[] _layers;
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _finalNorm, _cos, _sin;
-    private readonly IDeviceLinear _lmHead;
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _x, _xb, _q, _k, _v, _att, _hb, _hb2, _scores, _inv, _logits;
+    private readonly ModelWeights<IDeviceLinear, MemoryBuffer1D<float, Stride1D.Dense>> _weights;
+    private readonly LayerCache[] _caches;
+    private readonly FloatRope _rope;
+    private readonly GrowableBuffer<float> _cos, _sin, _scores;
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _x, _xb, _q, _k, _v, _att, _hb, _hb2, _projected, _inv, _logits;
     private readonly float _eps, _scale;
     private readonly List<IDisposable> _owned = [];
+    private int _ropePositions; // positions whose cos/sin are on the device
 
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, float> _rmsInverse;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _rmsApply;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _rope;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, float> _rmsInverseRows;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _rmsApplyRows;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _ropeKernel;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _copy;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, float> _scoresK;
     private readonly Action<Index1D, ArrayView<float>, int> _softmax;
@@ -39,9 +45,8 @@ public sealed class IlgpuFloatEngine : IInferenceEngine
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _residual;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
 
-    public EngineInfo Info { get; }
-    public LlamaConfig Config => _c;
-    public int Position { get; private set; }
+    public override EngineInfo Info { get; }
+    public override ILlamaOps Ops => this;
 
     /// <summary>Device bytes of the linear weights and their scales (all layers and lm_head).</summary>
     public long LinearWeightBytes { get; }
@@ -49,7 +54,7 @@ public sealed class IlgpuFloatEngine : IInferenceEngine
     /// <param name="makeLinear">Builds one linear layer from its tensor name and exact float32 weights [rows, cols].</param>
     public IlgpuFloatEngine(LlamaCheckpoint checkpoint, IlgpuDevice device, IDisposable format,
         Func<string, float[], int, int, IDeviceLinear> makeLinear, string name, string formatName, string scheme,
-        IReadOnlyDictionary<string, string> precisions)
+        IReadOnlyDictionary<string, string> precisions) : base(checkpoint.Config)
     {
         _c = checkpoint.Config;
         _device = device;
@@ -59,53 +64,37 @@ public sealed class IlgpuFloatEngine : IInferenceEngine
         {
             _embedding = checkpoint.ReadSingle(checkpoint.Info(LlamaCheckpoint.EmbeddingName));
             MemoryBuffer1D<float, Stride1D.Dense> Own(MemoryBuffer1D<float, Stride1D.Dense> b) { _owned.Add(b); return b; }
-            MemoryBuffer1D<float, Stride1D.Dense> Vec(string tensor) => Own(acc.Allocate1D(checkpoint.ReadSingle(checkpoint.Info(tensor))));
+            T OwnAny<T>(T d) where T : IDisposable { _owned.Add(d); return d; }
             MemoryBuffer1D<float, Stride1D.Dense> Zeros(long n) => Own(acc.Allocate1D<float>(n));
             IDeviceLinear Lin(TensorInfo t)
             {
-                var l = makeLinear(t.Name, checkpoint.ReadSingle(t), t.Shape[0], t.Shape[1]);
-                _owned.Add(l);
-                return l;
+                // The head reuses the embedding values when tied (the checkpoint names the embedding tensor then).
+                var weights = t.Name == LlamaCheckpoint.EmbeddingName ? _embedding : checkpoint.ReadSingle(t);
+                return OwnAny(makeLinear(t.Name == LlamaCheckpoint.EmbeddingName ? LlamaCheckpoint.LmHeadName : t.Name, weights, t.Shape[0], t.Shape[1]));
             }
+            _weights = LlamaWeights.Load(checkpoint, Lin, t => Own(acc.Allocate1D(checkpoint.ReadSingle(t))));
+            _caches = new LayerCache[_c.NumHiddenLayers];
+            for (int l = 0; l < _caches.Length; l++) _caches[l] = OwnAny(new LayerCache(acc, _c.KvDim));
+            LinearWeightBytes = _weights.Layers.Sum(w => new[] { w.Q, w.K, w.V, w.O, w.Gate, w.Up, w.Down }.Sum(x => x.WeightBytes)) + _weights.LmHead.WeightBytes;
 
-            int kvSize = _c.MaxPositionEmbeddings * _c.KvDim;
-            _layers = new Layer[_c.NumHiddenLayers];
-            for (int l = 0; l < _layers.Length; l++)
-            {
-                IDeviceLinear M(LayerWeight w) => Lin(checkpoint.Layer(l, w));
-                _layers[l] = new Layer(Vec(LlamaCheckpoint.LayerTensorName(l, LayerWeight.InputNorm)), M(LayerWeight.Q), M(LayerWeight.K), M(LayerWeight.V), M(LayerWeight.O),
-                    Vec(LlamaCheckpoint.LayerTensorName(l, LayerWeight.PostAttentionNorm)), M(LayerWeight.Gate), M(LayerWeight.Up), M(LayerWeight.Down),
-                    Zeros(kvSize), Zeros(kvSize));
-            }
-            _finalNorm = Vec(LlamaCheckpoint.FinalNormName);
-            var lmHeadInfo = checkpoint.LmHead;
-            var lmHeadWeights = lmHeadInfo.Name == LlamaCheckpoint.EmbeddingName ? _embedding : checkpoint.ReadSingle(lmHeadInfo);
-            _lmHead = makeLinear(LlamaCheckpoint.LmHeadName, lmHeadWeights, _c.VocabSize, _c.HiddenSize);
-            _owned.Add(_lmHead);
-            LinearWeightBytes = _layers.Sum(w => new[] { w.Q, w.K, w.V, w.O, w.Gate, w.Up, w.Down }.Sum(x => x.WeightBytes)) + _lmHead.WeightBytes;
-
-            // RoPE table: float64 angles pos * theta^(-2i/hd) (as the reference engine), cos/sin rounded to float32.
-            int half = _c.HeadDim / 2;
-            var cos = new float[_c.MaxPositionEmbeddings * half];
-            var sin = new float[cos.Length];
-            for (int i = 0; i < half; i++)
-            {
-                double inv = Math.Pow(_c.RopeTheta, -2.0 * i / _c.HeadDim);
-                for (int t = 0; t < _c.MaxPositionEmbeddings; t++) { cos[t * half + i] = (float)Math.Cos(t * inv); sin[t * half + i] = (float)Math.Sin(t * inv); }
-            }
-            _cos = Own(acc.Allocate1D(cos));
-            _sin = Own(acc.Allocate1D(sin));
+            // RoPE: float64 angles pos * inv_freq (llama3-rewritten where configured), cos/sin rounded to float32, grown with the context.
+            _rope = new FloatRope(_c.HeadDim, _c.MaxPositionEmbeddings, _c.RopeTheta, _c.RopeScaling);
+            _cos = OwnAny(new GrowableBuffer<float>(acc, _c.HeadDim / 2));
+            _sin = OwnAny(new GrowableBuffer<float>(acc, _c.HeadDim / 2));
+            _scores = OwnAny(new GrowableBuffer<float>(acc, _c.NumAttentionHeads));
 
             int d = _c.HiddenSize;
-            _x = Zeros(d); _xb = Zeros(d); _q = Zeros(d); _k = Zeros(_c.KvDim); _v = Zeros(_c.KvDim); _att = Zeros(d);
+            _x = Zeros(d); _xb = Zeros(d); _projected = Zeros(d); _q = Zeros(_c.QDim); _k = Zeros(_c.KvDim); _v = Zeros(_c.KvDim); _att = Zeros(_c.QDim);
             _hb = Zeros(_c.IntermediateSize); _hb2 = Zeros(_c.IntermediateSize);
-            _scores = Zeros((long)_c.NumAttentionHeads * _c.MaxPositionEmbeddings); _inv = Zeros(1); _logits = Zeros(_c.VocabSize);
+            _inv = Zeros(Math.Max(1, _c.NumAttentionHeads)); _logits = Zeros(_c.VocabSize);
             _eps = (float)_c.RmsNormEps;
             _scale = (float)(1.0 / Math.Sqrt(_c.HeadDim));
 
             _rmsInverse = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, float>(FloatKernels.RmsInverse);
             _rmsApply = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(FloatKernels.RmsApply);
-            _rope = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(FloatKernels.Rope);
+            _rmsInverseRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, float>(FloatKernels.RmsInverseRows);
+            _rmsApplyRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(FloatKernels.RmsApplyRows);
+            _ropeKernel = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(FloatKernels.Rope);
             _copy = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(FloatKernels.CopyTo);
             _scoresK = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, float>(FloatKernels.Scores);
             _softmax = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int>(FloatKernels.Softmax);
@@ -116,7 +105,7 @@ public sealed class IlgpuFloatEngine : IInferenceEngine
             var p = new Dictionary<string, string>(precisions)
             {
                 ["norm/rope/attention/softmax/swiglu"] = "float32 on the device (one thread per output; sequential float32 sums; exp and rsqrt from IEEE +,*,/ only)",
-                ["residual stream, kv cache"] = "float32 on the device",
+                ["residual stream, kv cache, biases"] = "float32 on the device",
                 ["embedding"] = "host gather of the exact float32 row, uploaded per token",
                 ["linear weight bytes"] = LinearWeightBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
             };
@@ -129,52 +118,129 @@ public sealed class IlgpuFloatEngine : IInferenceEngine
         }
     }
 
-    public void Reset() => Position = 0;
-
-    public double[] Prefill(ReadOnlySpan<int> tokens) => StepwisePrefill.Run(_c, tokens, Position, Forward);
-
-    public double[] Decode(int token)
+    protected override double[] ReadLogits()
     {
-        EngineGuards.CheckTokens(_c, [token], Position);
-        return Forward(token, computeLogits: true)!;
-    }
-
-    private double[]? Forward(int token, bool computeLogits)
-    {
-        int pos = Position, d = _c.HiddenSize, hd = _c.HeadDim, kv = _c.KvDim, half = hd / 2;
-        int heads = _c.NumAttentionHeads, group = _c.GroupSize, n = pos + 1;
-        _x.View.CopyFromCPU(_embedding.AsSpan(token * d, d).ToArray());
-        for (int l = 0; l < _layers.Length; l++)
-        {
-            var w = _layers[l];
-            RmsNorm(_x.View, w.InputNorm.View, _xb.View);
-            w.Q.Apply(_xb.View, _q.View); w.K.Apply(_xb.View, _k.View); w.V.Apply(_xb.View, _v.View);
-            _rope(heads * half, _q.View, _cos.View, _sin.View, pos, half);
-            _rope(_c.NumKeyValueHeads * half, _k.View, _cos.View, _sin.View, pos, half);
-            _copy(kv, _k.View, w.Keys.View, pos * kv);
-            _copy(kv, _v.View, w.Values.View, pos * kv);
-            var scores = _scores.View.SubView(0, heads * n);
-            _scoresK(heads * n, _q.View, w.Keys.View, scores, n, hd, kv, group, _scale);
-            _softmax(heads, scores, n);
-            _attOut(heads * hd, scores, w.Values.View, _att.View, n, hd, kv, group);
-            w.O.Apply(_att.View, _xb.View);
-            _residual(d, _x.View, _xb.View);
-
-            RmsNorm(_x.View, w.PostNorm.View, _xb.View);
-            w.Gate.Apply(_xb.View, _hb.View); w.Up.Apply(_xb.View, _hb2.View);
-            _swiGlu(_c.IntermediateSize, _hb.View, _hb2.View);
-            w.Down.Apply(_hb.View, _xb.View);
-            _residual(d, _x.View, _xb.View);
-        }
-        Position = pos + 1;
-        if (!computeLogits) { _device.Accelerator.Synchronize(); return null; }
-        RmsNorm(_x.View, _finalNorm.View, _xb.View);
-        _lmHead.Apply(_xb.View, _logits.View);
         var logits = new float[_c.VocabSize];
         _logits.View.CopyToCPU(logits);
-        var result = new double[logits.Length];
-        for (int i = 0; i < logits.Length; i++) result[i] = logits[i];
-        return result;
+        return Array.ConvertAll(logits, v => (double)v);
+    }
+
+    void ILlamaOps.Begin(int tokens, int position)
+    {
+        if (tokens != 1) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "this engine runs one token a step");
+        foreach (var cache in _caches) { cache.Keys.Ensure(position + 1); cache.Values.Ensure(position + 1); }
+        _scores.Ensure(position + 1);
+        if (_ropePositions < position + 1)
+        {
+            _cos.Ensure(position + 1); _sin.Ensure(position + 1);
+            int half = _c.HeadDim / 2;
+            var cos = new float[(long)_cos.Positions * half];
+            var sin = new float[cos.Length];
+            int rows = Math.Min(_cos.Positions, _c.MaxPositionEmbeddings);
+            _rope.CopyRows(0, rows, cos.AsSpan(0, rows * half), sin.AsSpan(0, rows * half));
+            _cos.View.CopyFromCPU(cos); _sin.View.CopyFromCPU(sin);
+            _ropePositions = _cos.Positions;
+        }
+    }
+
+    void ILlamaOps.Embed(ReadOnlySpan<int> tokens)
+    {
+        int d = _c.HiddenSize;
+        _x.View.CopyFromCPU(_embedding.AsSpan(tokens[0] * d, d).ToArray());
+    }
+
+    void ILlamaOps.RmsNorm(int layer, LayerWeight norm)
+    {
+        var w = _weights.Layers[layer];
+        RmsNorm(_x.View, (norm == LayerWeight.InputNorm ? w.InputNorm : w.PostNorm).View, _xb.View);
+    }
+
+    void ILlamaOps.QkvProjection(int layer)
+    {
+        var w = _weights.Layers[layer];
+        w.Q.Apply(_xb.View, _q.View); w.K.Apply(_xb.View, _k.View); w.V.Apply(_xb.View, _v.View);
+        if (w.QBias != null) { _residual(_c.QDim, _q.View, w.QBias.View); _residual(_c.KvDim, _k.View, w.KBias!.View); _residual(_c.KvDim, _v.View, w.VBias!.View); }
+    }
+
+    void ILlamaOps.QkNorm(int layer)
+    {
+        var w = _weights.Layers[layer];
+        int hd = _c.HeadDim;
+        _rmsInverseRows(_c.NumAttentionHeads, _q.View, _inv.View, hd, _eps);
+        _rmsApplyRows(_c.QDim, _q.View, _inv.View, w.QNorm!.View, hd);
+        _rmsInverseRows(_c.NumKeyValueHeads, _k.View, _inv.View, hd, _eps);
+        _rmsApplyRows(_c.KvDim, _k.View, _inv.View, w.KNorm!.View, hd);
+    }
+
+    void ILlamaOps.RopeAndStore(int layer, int position)
+    {
+        int half = _c.HeadDim / 2, kv = _c.KvDim;
+        _ropeKernel(_c.NumAttentionHeads * half, _q.View, _cos.View, _sin.View, position, half);
+        _ropeKernel(_c.NumKeyValueHeads * half, _k.View, _cos.View, _sin.View, position, half);
+        _copy(kv, _k.View, _caches[layer].Keys.View, position * kv);
+        _copy(kv, _v.View, _caches[layer].Values.View, position * kv);
+    }
+
+    void ILlamaOps.Attention(int layer, int position)
+    {
+        int heads = _c.NumAttentionHeads, hd = _c.HeadDim, n = position + 1;
+        var cache = _caches[layer];
+        var scores = _scores.View.SubView(0, heads * n);
+        _scoresK(heads * n, _q.View, cache.Keys.View, scores, n, hd, _c.KvDim, _c.GroupSize, _scale);
+        _softmax(heads, scores, n);
+        _attOut(heads * hd, scores, cache.Values.View, _att.View, n, hd, _c.KvDim, _c.GroupSize);
+    }
+
+    void ILlamaOps.OutputProjection(int layer)
+    {
+        var w = _weights.Layers[layer];
+        w.O.Apply(_att.View, _projected.View);
+        if (w.OBias != null) _residual(_c.HiddenSize, _projected.View, w.OBias.View);
+    }
+
+    void ILlamaOps.AddResidual(int layer, LayerWeight block) => _residual(_c.HiddenSize, _x.View, _projected.View);
+
+    void ILlamaOps.GateUpSwiGlu(int layer)
+    {
+        var w = _weights.Layers[layer];
+        w.Gate.Apply(_xb.View, _hb.View); w.Up.Apply(_xb.View, _hb2.View);
+        _swiGlu(_c.IntermediateSize, _hb.View, _hb2.View);
+    }
+
+    void ILlamaOps.DownProjection(int layer) => _weights.Layers[layer].Down.Apply(_hb.View, _projected.View);
+
+    void ILlamaOps.FinalNormAndHead()
+    {
+        RmsNorm(_x.View, _weights.FinalNorm.View, _xb.View);
+        _weights.LmHead.Apply(_xb.View, _logits.View);
+    }
+
+    private MemoryBuffer1D<float, Stride1D.Dense> Buffer(StepBuffer buffer) => buffer switch
+    {
+        StepBuffer.Hidden => _x,
+        StepBuffer.Normed => _xb,
+        StepBuffer.Q => _q,
+        StepBuffer.K => _k,
+        StepBuffer.V => _v,
+        StepBuffer.Attention => _att,
+        StepBuffer.SwiGlu => _hb,
+        StepBuffer.Projected => _projected,
+        StepBuffer.Logits => _logits,
+        _ => throw new ArgumentOutOfRangeException(nameof(buffer)),
+    };
+
+    void ILlamaOps.Read(StepBuffer buffer, Span<double> destination)
+    {
+        var values = new float[destination.Length];
+        ((ArrayView<float>)Buffer(buffer).View).SubView(0, values.Length).CopyToCPU(values);
+        for (int i = 0; i < values.Length; i++) destination[i] = values[i];
+    }
+
+    void ILlamaOps.Write(StepBuffer buffer, ReadOnlySpan<double> values)
+    {
+        var single = new float[values.Length];
+        for (int i = 0; i < single.Length; i++) single[i] = (float)values[i];
+        ((ArrayView<float>)Buffer(buffer).View).SubView(0, single.Length).CopyFromCPU(single);
     }
 
     private void RmsNorm(ArrayView<float> x, ArrayView<float> weight, ArrayView<float> output)
@@ -191,5 +257,5 @@ public sealed class IlgpuFloatEngine : IInferenceEngine
         _device.Dispose();
     }
 
-    public void Dispose() => DisposeAll();
+    public override void Dispose() => DisposeAll();
 }

@@ -15,38 +15,42 @@ namespace GpuIntLab.Backends.Ilgpu;
 /// each head's scores, and SiLU of the gate vector, each a download and an upload. Raw logits are
 /// bit-identical to <c>OracleEngine</c>'s.
 /// </summary>
-public sealed class IlgpuInt64Engine : IInferenceEngine
+public sealed class IlgpuInt64Engine : LlamaEngine, IRawLogitsEngine, IExactLlamaOps
 {
-    private sealed record Layer(MemoryBuffer1D<long, Stride1D.Dense> InputNorm, MemoryBuffer1D<long, Stride1D.Dense> Q, MemoryBuffer1D<long, Stride1D.Dense> K,
-        MemoryBuffer1D<long, Stride1D.Dense> V, MemoryBuffer1D<long, Stride1D.Dense> O, MemoryBuffer1D<long, Stride1D.Dense> PostNorm,
-        MemoryBuffer1D<long, Stride1D.Dense> Gate, MemoryBuffer1D<long, Stride1D.Dense> Up, MemoryBuffer1D<long, Stride1D.Dense> Down,
-        MemoryBuffer1D<long, Stride1D.Dense> Keys, MemoryBuffer1D<long, Stride1D.Dense> Values);
+    private sealed class LayerCache(Accelerator acc, int kvDim) : IDisposable
+    {
+        public readonly GrowableBuffer<long> Keys = new(acc, kvDim), Values = new(acc, kvDim);
+        public void Dispose() { Keys.Dispose(); Values.Dispose(); }
+    }
 
     private readonly LlamaConfig _c;
     private readonly IlgpuDevice _device;
     private readonly long[] _embedding;
-    private readonly Layer[] _layers;
-    private readonly MemoryBuffer1D<long, Stride1D.Dense> _finalNorm, _lmHead, _cos, _sin;
-    private readonly MemoryBuffer1D<long, Stride1D.Dense> _x, _xb, _q, _k, _v, _att, _hb, _hb2, _scores, _sumSq, _logits;
+    private readonly ModelWeights<MemoryBuffer1D<long, Stride1D.Dense>, MemoryBuffer1D<long, Stride1D.Dense>> _weights;
+    private readonly LayerCache[] _caches;
+    private readonly RopeTable _rope;
+    private readonly GrowableBuffer<long> _cos, _sin, _scores;
+    private int _ropePositions; // positions whose cos/sin are on the device
+    private readonly MemoryBuffer1D<long, Stride1D.Dense> _x, _xb, _q, _k, _v, _att, _hb, _hb2, _projected, _sumSq, _logits;
     private readonly MemoryBuffer1D<int, Stride1D.Dense> _error;
     private readonly long _epsilon, _attentionScale;
-    private readonly long[] _hostScores, _hostGate, _hostSumSq = new long[2];
+    private long[] _hostScores = [];
+    private readonly long[] _hostGate, _hostSumSq = new long[2];
     private readonly int[] _hostError = new int[1];
     private readonly List<IDisposable> _owned = [];
 
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, ArrayView<int>, int, int> _matVec;
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, int> _sumSquares;
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, long, ArrayView<int>> _normApply;
-    private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, int, int, ArrayView<int>> _rope;
+    private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, int, int, ArrayView<int>> _ropeKernel;
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, int> _copy;
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, int, int, int, int, long, ArrayView<int>> _scoresK;
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, int, int, int, int, ArrayView<int>> _attOut;
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<int>> _residual;
     private readonly Action<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<int>> _mul;
 
-    public EngineInfo Info { get; }
-    public LlamaConfig Config => _c;
-    public int Position { get; private set; }
+    public override EngineInfo Info { get; }
+    public override ILlamaOps Ops => this;
 
     /// <summary>Raw Q16.48 logits of the last step that computed logits (for hashing).</summary>
     public long[] LastRawLogits { get; private set; } = [];
@@ -54,7 +58,7 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
     /// <summary>Device bytes of the linear weights (8 per weight; a tied lm_head counts once more: it is uploaded as its own matrix).</summary>
     public long LinearWeightBytes { get; }
 
-    public IlgpuInt64Engine(LlamaCheckpoint checkpoint, IlgpuDevice device)
+    public IlgpuInt64Engine(LlamaCheckpoint checkpoint, IlgpuDevice device) : base(checkpoint.Config)
     {
         _c = checkpoint.Config;
         _device = device;
@@ -62,49 +66,38 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
         try
         {
             MemoryBuffer1D<long, Stride1D.Dense> Own(MemoryBuffer1D<long, Stride1D.Dense> b) { _owned.Add(b); return b; }
-            MemoryBuffer1D<long, Stride1D.Dense> Load(TensorInfo t) => Own(acc.Allocate1D(checkpoint.ReadQ48(t)));
-            MemoryBuffer1D<long, Stride1D.Dense> Matrix(long[] w, int rows, int cols) => Own(acc.Allocate1D(Layout.Transpose(w, rows, cols)));
+            T OwnAny<T>(T d) where T : IDisposable { _owned.Add(d); return d; }
             MemoryBuffer1D<long, Stride1D.Dense> Zeros(long n) => Own(acc.Allocate1D<long>(n));
 
             _embedding = checkpoint.ReadQ48(checkpoint.Info(LlamaCheckpoint.EmbeddingName));
-            int kvSize = _c.MaxPositionEmbeddings * _c.KvDim;
-            _layers = new Layer[_c.NumHiddenLayers];
-            for (int l = 0; l < _layers.Length; l++)
-            {
-                MemoryBuffer1D<long, Stride1D.Dense> W(LayerWeight w) { var t = checkpoint.Layer(l, w); return Matrix(checkpoint.ReadQ48(t), t.Shape[0], t.Shape[1]); }
-                MemoryBuffer1D<long, Stride1D.Dense> N(LayerWeight w) => Load(checkpoint.Layer(l, w));
-                _layers[l] = new Layer(N(LayerWeight.InputNorm), W(LayerWeight.Q), W(LayerWeight.K), W(LayerWeight.V), W(LayerWeight.O),
-                    N(LayerWeight.PostAttentionNorm), W(LayerWeight.Gate), W(LayerWeight.Up), W(LayerWeight.Down), Zeros(kvSize), Zeros(kvSize));
-            }
-            _finalNorm = Load(checkpoint.Info(LlamaCheckpoint.FinalNormName));
-            _lmHead = Matrix(checkpoint.LmHead.Name == LlamaCheckpoint.EmbeddingName ? _embedding : checkpoint.ReadQ48(checkpoint.LmHead), _c.VocabSize, _c.HiddenSize);
-            LinearWeightBytes = _layers.Sum(w => w.Q.LengthInBytes + w.K.LengthInBytes + w.V.LengthInBytes + w.O.LengthInBytes
-                + w.Gate.LengthInBytes + w.Up.LengthInBytes + w.Down.LengthInBytes) + _lmHead.LengthInBytes;
+            _weights = LlamaWeights.Load(checkpoint,
+                t => Own(acc.Allocate1D(Layout.Transpose(t.Name == LlamaCheckpoint.EmbeddingName ? _embedding : checkpoint.ReadQ48(t), t.Shape[0], t.Shape[1]))),
+                t => Own(acc.Allocate1D(checkpoint.ReadQ48(t))));
+            _caches = new LayerCache[_c.NumHiddenLayers];
+            for (int l = 0; l < _caches.Length; l++) _caches[l] = OwnAny(new LayerCache(acc, _c.KvDim));
+            LinearWeightBytes = _weights.Layers.Sum(w => w.Q.LengthInBytes + w.K.LengthInBytes + w.V.LengthInBytes + w.O.LengthInBytes
+                + w.Gate.LengthInBytes + w.Up.LengthInBytes + w.Down.LengthInBytes) + _weights.LmHead.LengthInBytes;
 
-            // Boundary constants exactly as the oracle makes them.
+            // Boundary constants exactly as the oracle makes them; the oracle's integer RoPE table, uploaded as the context grows.
             _epsilon = Q48.FromDouble(_c.RmsNormEps);
             _attentionScale = Q48.Rsqrt(Q48.FromInt(_c.HeadDim));
-            var rope = new RopeTable(_c.HeadDim, _c.MaxPositionEmbeddings, _c.RopeTheta);
-            int half = _c.HeadDim / 2;
-            var cos = new long[_c.MaxPositionEmbeddings * half];
-            var sin = new long[cos.Length];
-            for (int p = 0; p < _c.MaxPositionEmbeddings; p++) { rope.Cos(p).CopyTo(cos.AsSpan(p * half)); rope.Sin(p).CopyTo(sin.AsSpan(p * half)); }
-            _cos = Own(acc.Allocate1D(cos));
-            _sin = Own(acc.Allocate1D(sin));
+            _rope = new RopeTable(_c.HeadDim, _c.MaxPositionEmbeddings, _c.RopeTheta, _c.RopeScaling);
+            _cos = OwnAny(new GrowableBuffer<long>(acc, _c.HeadDim / 2));
+            _sin = OwnAny(new GrowableBuffer<long>(acc, _c.HeadDim / 2));
+            _scores = OwnAny(new GrowableBuffer<long>(acc, _c.NumAttentionHeads));
 
             int d = _c.HiddenSize;
-            _x = Zeros(d); _xb = Zeros(d); _q = Zeros(d); _k = Zeros(_c.KvDim); _v = Zeros(_c.KvDim); _att = Zeros(d);
+            _x = Zeros(d); _xb = Zeros(d); _projected = Zeros(d); _q = Zeros(_c.QDim); _k = Zeros(_c.KvDim); _v = Zeros(_c.KvDim); _att = Zeros(_c.QDim);
             _hb = Zeros(_c.IntermediateSize); _hb2 = Zeros(_c.IntermediateSize);
-            _scores = Zeros((long)_c.NumAttentionHeads * _c.MaxPositionEmbeddings); _sumSq = Zeros(2); _logits = Zeros(_c.VocabSize);
+            _sumSq = Zeros(2); _logits = Zeros(_c.VocabSize);
             _error = acc.Allocate1D<int>(1);
             _owned.Add(_error);
-            _hostScores = new long[_c.NumAttentionHeads * _c.MaxPositionEmbeddings];
             _hostGate = new long[_c.IntermediateSize];
 
             _matVec = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, ArrayView<int>, int, int>(Int64Kernels.MatVec);
             _sumSquares = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, int>(Int64Kernels.SumSquares);
             _normApply = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, long, ArrayView<int>>(Int64Kernels.NormApply);
-            _rope = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, int, int, ArrayView<int>>(Int64Kernels.Rope);
+            _ropeKernel = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, int, int, ArrayView<int>>(Int64Kernels.Rope);
             _copy = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, int>(Int64Kernels.CopyTo);
             _scoresK = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, int, int, int, int, long, ArrayView<int>>(Int64Kernels.Scores);
             _attOut = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, ArrayView<long>, ArrayView<long>, int, int, int, int, ArrayView<int>>(Int64Kernels.AttentionOutput);
@@ -115,8 +108,8 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
             Info = new EngineInfo("ilgpu-int64", "Q16.48", "exact", device.Description, new Dictionary<string, string>
             {
                 ["weights"] = "checkpoint values converted exactly to Q16.48, 8 bytes each on the device",
-                ["matmul"] = "device: int64 x int64 -> exact 128-bit sum (products from 32-bit halves), one RNE per output",
-                ["rmsnorm"] = "device: exact 128-bit sum of squares and Mul(w, Mul(x, inv)); host: mean (128-bit RNE division) and Q48.Rsqrt",
+                ["matmul"] = "device: int64 x int64 -> exact 128-bit sum (products from 32-bit halves), one RNE per output; biases: int64 add with overflow check",
+                ["rmsnorm"] = "device: exact 128-bit sum of squares and Mul(w, Mul(x, inv)); host: mean (128-bit RNE division) and Q48.Rsqrt (also per head for q/k norm)",
                 ["rope"] = "device: oracle's integer cos/sin table, one exact 128-bit sum per output, RNE",
                 ["attention"] = "device: scores Mul(RNE(q.k), 1/sqrt(hd)) and exact p.v sums; host: Q48.Softmax (UInt128 code)",
                 ["swiglu"] = "host: Q48.Silu of the gate vector; device: Mul(silu, up)",
@@ -131,91 +124,188 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
         }
     }
 
-    public void Reset() => Position = 0;
-
-    public double[] Prefill(ReadOnlySpan<int> tokens) =>
-        StepwisePrefill.Run(_c, tokens, Position, (token, logits) =>
-        {
-            Forward(token, logits);
-            return logits ? ToDoubles(LastRawLogits) : null;
-        });
-
-    public double[] Decode(int token) => ToDoubles(DecodeRaw(token));
+    protected override double[] ReadLogits() => Array.ConvertAll(LastRawLogits, Q48.ToDouble);
 
     /// <summary>Decode returning the raw Q16.48 logits (no float64 conversion).</summary>
     public long[] DecodeRaw(int token)
     {
-        EngineGuards.CheckTokens(_c, [token], Position);
-        Forward(token, computeLogits: true);
+        Decode(token);
         return LastRawLogits;
     }
 
-    private static double[] ToDoubles(long[] raw)
+    void ILlamaOps.Begin(int tokens, int position)
     {
-        var result = new double[raw.Length];
-        for (int i = 0; i < raw.Length; i++) result[i] = Q48.ToDouble(raw[i]);
-        return result;
+        if (tokens != 1) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "this engine runs one token a step");
+        foreach (var cache in _caches) { cache.Keys.Ensure(position + 1); cache.Values.Ensure(position + 1); }
+        _scores.Ensure(position + 1);
+        if (_ropePositions < position + 1)
+        {
+            _cos.Ensure(position + 1); _sin.Ensure(position + 1);
+            int half = _c.HeadDim / 2, positions = _cos.Positions;
+            var cos = new long[(long)positions * half];
+            var sin = new long[cos.Length];
+            int rows = Math.Min(positions, _c.MaxPositionEmbeddings);
+            _rope.CopyRows(0, rows, cos.AsSpan(0, rows * half), sin.AsSpan(0, rows * half));
+            _cos.View.CopyFromCPU(cos); _sin.View.CopyFromCPU(sin);
+            _ropePositions = positions;
+        }
     }
 
-    private void Forward(int token, bool computeLogits)
+    void ILlamaOps.Embed(ReadOnlySpan<int> tokens)
     {
-        int pos = Position, d = _c.HiddenSize, hd = _c.HeadDim, kv = _c.KvDim, half = hd / 2, ff = _c.IntermediateSize;
-        int heads = _c.NumAttentionHeads, group = _c.GroupSize, n = pos + 1;
-        var err = _error.View;
-        _x.View.CopyFromCPU(_embedding.AsSpan(token * d, d).ToArray());
-        for (int l = 0; l < _layers.Length; l++)
-        {
-            var w = _layers[l];
-            RmsNorm(_x.View, w.InputNorm.View, _xb.View, l, "input norm");
-            _matVec(d, w.Q.View, _xb.View, _q.View, err, d, d);
-            _matVec(kv, w.K.View, _xb.View, _k.View, err, kv, d);
-            _matVec(kv, w.V.View, _xb.View, _v.View, err, kv, d);
-            _rope(heads * half, _q.View, _cos.View, _sin.View, pos, half, err);
-            _rope(_c.NumKeyValueHeads * half, _k.View, _cos.View, _sin.View, pos, half, err);
-            _copy(kv, _k.View, w.Keys.View, pos * kv);
-            _copy(kv, _v.View, w.Values.View, pos * kv);
-            ArrayView<long> scores = _scores.View.SubView(0, heads * n);
-            _scoresK(heads * n, _q.View, w.Keys.View, scores, n, hd, kv, group, _attentionScale, err);
-            CheckError(l, "attention scores");
-            // Softmax on the host with the oracle's code.
-            var host = _hostScores.AsSpan(0, heads * n);
-            scores.CopyToCPU(host);
-            for (int h = 0; h < heads; h++) { var s = host.Slice(h * n, n); Q48.Softmax(s, s); }
-            scores.CopyFromCPU((ReadOnlySpan<long>)host);
-            _attOut(heads * hd, scores, w.Values.View, _att.View, n, hd, kv, group, err);
-            _matVec(d, w.O.View, _att.View, _xb.View, err, d, d);
-            _residual(d, _x.View, _xb.View, err);
+        int d = _c.HiddenSize;
+        _x.View.CopyFromCPU(_embedding.AsSpan(tokens[0] * d, d).ToArray());
+    }
 
-            RmsNorm(_x.View, w.PostNorm.View, _xb.View, l, "post-attention norm");
-            _matVec(ff, w.Gate.View, _xb.View, _hb.View, err, ff, d);
-            _matVec(ff, w.Up.View, _xb.View, _hb2.View, err, ff, d);
-            CheckError(l, "gate/up");
-            _hb.View.CopyToCPU(_hostGate);
-            for (int i = 0; i < ff; i++) _hostGate[i] = Q48.Silu(_hostGate[i]);
-            _hb.View.CopyFromCPU(_hostGate);
-            _mul(ff, _hb.View, _hb2.View, err);
-            _matVec(d, w.Down.View, _hb.View, _xb.View, err, d, ff);
-            _residual(d, _x.View, _xb.View, err);
-        }
-        Position = pos + 1;
-        if (!computeLogits) { CheckError(_layers.Length - 1, "mlp"); return; }
-        RmsNorm(_x.View, _finalNorm.View, _xb.View, _layers.Length, "final norm");
-        _matVec(_c.VocabSize, _lmHead.View, _xb.View, _logits.View, err, _c.VocabSize, d);
+    void ILlamaOps.RmsNorm(int layer, LayerWeight norm)
+    {
+        var w = _weights.Layers[layer];
+        RmsNorm(_x.View, (norm == LayerWeight.InputNorm ? w.InputNorm : w.PostNorm).View, _xb.View, layer, norm == LayerWeight.InputNorm ? "input norm" : "post-attention norm");
+    }
+
+    void ILlamaOps.QkvProjection(int layer)
+    {
+        var w = _weights.Layers[layer];
+        int d = _c.HiddenSize, q = _c.QDim, kv = _c.KvDim;
+        var err = _error.View;
+        _matVec(q, w.Q.View, _xb.View, _q.View, err, q, d);
+        _matVec(kv, w.K.View, _xb.View, _k.View, err, kv, d);
+        _matVec(kv, w.V.View, _xb.View, _v.View, err, kv, d);
+        if (w.QBias != null) { _residual(q, _q.View, w.QBias.View, err); _residual(kv, _k.View, w.KBias!.View, err); _residual(kv, _v.View, w.VBias!.View, err); }
+        CheckError(layer, "q/k/v");
+    }
+
+    void ILlamaOps.QkNorm(int layer)
+    {
+        var w = _weights.Layers[layer];
+        int hd = _c.HeadDim;
+        for (int h = 0; h < _c.NumAttentionHeads; h++) HeadNorm(_q.View.SubView(h * hd, hd), w.QNorm!.View, layer);
+        for (int h = 0; h < _c.NumKeyValueHeads; h++) HeadNorm(_k.View.SubView(h * hd, hd), w.KNorm!.View, layer);
+    }
+
+    void ILlamaOps.RopeAndStore(int layer, int position)
+    {
+        int half = _c.HeadDim / 2, kv = _c.KvDim;
+        _ropeKernel(_c.NumAttentionHeads * half, _q.View, _cos.View, _sin.View, position, half, _error.View);
+        _ropeKernel(_c.NumKeyValueHeads * half, _k.View, _cos.View, _sin.View, position, half, _error.View);
+        _copy(kv, _k.View, _caches[layer].Keys.View, position * kv);
+        _copy(kv, _v.View, _caches[layer].Values.View, position * kv);
+    }
+
+    void ILlamaOps.Attention(int layer, int position)
+    {
+        int heads = _c.NumAttentionHeads, hd = _c.HeadDim, n = position + 1;
+        var cache = _caches[layer];
+        ArrayView<long> scores = _scores.View.SubView(0, heads * n);
+        _scoresK(heads * n, _q.View, cache.Keys.View, scores, n, hd, _c.KvDim, _c.GroupSize, _attentionScale, _error.View);
+        CheckError(layer, "attention scores");
+        // Softmax on the host with the oracle's code.
+        if (_hostScores.Length < heads * n) _hostScores = new long[Math.Max(heads * n, 2 * _hostScores.Length)];
+        var host = _hostScores.AsSpan(0, heads * n);
+        scores.CopyToCPU(host);
+        for (int h = 0; h < heads; h++) { var s = host.Slice(h * n, n); Q48.Softmax(s, s); }
+        scores.CopyFromCPU((ReadOnlySpan<long>)host);
+        _attOut(heads * hd, scores, cache.Values.View, _att.View, n, hd, _c.KvDim, _c.GroupSize, _error.View);
+    }
+
+    void ILlamaOps.OutputProjection(int layer)
+    {
+        var w = _weights.Layers[layer];
+        _matVec(_c.HiddenSize, w.O.View, _att.View, _projected.View, _error.View, _c.HiddenSize, _c.QDim);
+        if (w.OBias != null) _residual(_c.HiddenSize, _projected.View, w.OBias.View, _error.View);
+    }
+
+    void ILlamaOps.AddResidual(int layer, LayerWeight block)
+    {
+        _residual(_c.HiddenSize, _x.View, _projected.View, _error.View);
+        CheckError(layer, block == LayerWeight.O ? "attention residual" : "mlp residual");
+    }
+
+    void ILlamaOps.GateUpSwiGlu(int layer)
+    {
+        var w = _weights.Layers[layer];
+        int d = _c.HiddenSize, ff = _c.IntermediateSize;
+        var err = _error.View;
+        _matVec(ff, w.Gate.View, _xb.View, _hb.View, err, ff, d);
+        _matVec(ff, w.Up.View, _xb.View, _hb2.View, err, ff, d);
+        CheckError(layer, "gate/up");
+        _hb.View.CopyToCPU(_hostGate);
+        for (int i = 0; i < ff; i++) _hostGate[i] = Q48.Silu(_hostGate[i]);
+        _hb.View.CopyFromCPU(_hostGate);
+        _mul(ff, _hb.View, _hb2.View, err);
+    }
+
+    void ILlamaOps.DownProjection(int layer) =>
+        _matVec(_c.HiddenSize, _weights.Layers[layer].Down.View, _hb.View, _projected.View, _error.View, _c.HiddenSize, _c.IntermediateSize);
+
+    void ILlamaOps.FinalNormAndHead()
+    {
+        int layers = _c.NumHiddenLayers;
+        RmsNorm(_x.View, _weights.FinalNorm.View, _xb.View, layers, "final norm");
+        _matVec(_c.VocabSize, _weights.LmHead.View, _xb.View, _logits.View, _error.View, _c.VocabSize, _c.HiddenSize);
         var logits = new long[_c.VocabSize];
         _logits.View.CopyToCPU(logits);
-        CheckError(_layers.Length, "lm_head");
+        CheckError(layers, "lm_head");
         LastRawLogits = logits;
+    }
+
+    private MemoryBuffer1D<long, Stride1D.Dense> Buffer(StepBuffer buffer) => buffer switch
+    {
+        StepBuffer.Hidden => _x,
+        StepBuffer.Normed => _xb,
+        StepBuffer.Q => _q,
+        StepBuffer.K => _k,
+        StepBuffer.V => _v,
+        StepBuffer.Attention => _att,
+        StepBuffer.SwiGlu => _hb,
+        StepBuffer.Projected => _projected,
+        StepBuffer.Logits => _logits,
+        _ => throw new ArgumentOutOfRangeException(nameof(buffer)),
+    };
+
+    void IExactLlamaOps.ReadRaw(StepBuffer buffer, Span<long> destination) => ((ArrayView<long>)Buffer(buffer).View).SubView(0, destination.Length).CopyToCPU(destination);
+
+    void IExactLlamaOps.WriteRaw(StepBuffer buffer, ReadOnlySpan<long> values)
+    {
+        ((ArrayView<long>)Buffer(buffer).View).SubView(0, values.Length).CopyFromCPU(values);
+        if (buffer == StepBuffer.Logits) LastRawLogits = values.ToArray();
+    }
+
+    void ILlamaOps.Read(StepBuffer buffer, Span<double> destination)
+    {
+        var raw = new long[destination.Length];
+        ((IExactLlamaOps)this).ReadRaw(buffer, raw);
+        for (int i = 0; i < raw.Length; i++) destination[i] = Q48.ToDouble(raw[i]);
+    }
+
+    void ILlamaOps.Write(StepBuffer buffer, ReadOnlySpan<double> values)
+    {
+        var raw = new long[values.Length];
+        for (int i = 0; i < raw.Length; i++) raw[i] = Q48.FromDouble(values[i]);
+        ((IExactLlamaOps)this).WriteRaw(buffer, raw);
     }
 
     private void RmsNorm(ArrayView<long> x, ArrayView<long> weight, ArrayView<long> output, int layer, string what)
     {
         CheckError(layer, what);
-        _sumSquares(1, x, _sumSq.View, _c.HiddenSize);
+        _normApply(_c.HiddenSize, x, weight, output, Inverse(x, _c.HiddenSize), _error.View);
+    }
+
+    /// <summary>Qwen3's per-head norm, in place over one head (the oracle's RmsNorm over head_dim).</summary>
+    private void HeadNorm(ArrayView<long> head, ArrayView<long> weight, int layer)
+    {
+        _normApply(_c.HeadDim, head, weight, head, Inverse(head, _c.HeadDim), _error.View);
+        CheckError(layer, "q/k norm");
+    }
+
+    /// <summary>rsqrt(mean(x^2) + eps): the exact 128-bit sum of squares on the device, the oracle's division and Rsqrt on the host.</summary>
+    private long Inverse(ArrayView<long> x, int n)
+    {
+        _sumSquares(1, x, _sumSq.View, n);
         _sumSq.View.CopyToCPU(_hostSumSq);
         var sum = new Int128((ulong)_hostSumSq[0], (ulong)_hostSumSq[1]);
-        long mean = Q48.DivideRound(sum, (Int128)_c.HiddenSize << Q48.FracBits);
-        long inverse = Q48.Rsqrt(mean + _epsilon);
-        _normApply(_c.HiddenSize, x, weight, output, inverse, _error.View);
+        long mean = Q48.DivideRound(sum, (Int128)n << Q48.FracBits);
+        return Q48.Rsqrt(mean + _epsilon);
     }
 
     private void CheckError(int layer, string where)
@@ -246,5 +336,5 @@ public sealed class IlgpuInt64Engine : IInferenceEngine
         _device.Dispose();
     }
 
-    public void Dispose() => DisposeAll();
+    public override void Dispose() => DisposeAll();
 }

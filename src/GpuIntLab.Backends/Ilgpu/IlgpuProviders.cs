@@ -19,7 +19,7 @@ internal static class IlgpuProvider
         catch { device.Dispose(); throw; }
     }
 
-    public static int MaxCols(LlamaConfig c) => Math.Max(c.HiddenSize, c.IntermediateSize);
+    public static int MaxCols(LlamaConfig c) => Math.Max(Math.Max(c.HiddenSize, c.IntermediateSize), c.QDim);
 
     public static QuantScheme ParseScheme(string scheme) => scheme switch
     {

@@ -13,8 +13,8 @@ public static class GenerateCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model folder (config.json + *.safetensors + tokenizer.model) or native .q48 file", Required = true };
-        var prompt = new Option<string?>("--prompt") { Description = "Prompt text (encoded with the model's tokenizer.model, BOS first)" };
+        var model = new Option<string>("--model") { Description = "Model folder (config.json + *.safetensors + tokenizer.model or tokenizer.json) or native .q48 file", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text (encoded with the model's tokenizer, with the special tokens it adds (BOS for Llama))" };
         var promptIds = new Option<string?>("--prompt-ids") { Description = "Prompt as token ids separated by spaces or commas, used as given" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Greedy tokens to generate", DefaultValueFactory = _ => 20 };
         var engine = new Option<string>("--engine") { Description = "oracle (Q16.48, exact) or reference (float64)", DefaultValueFactory = _ => "oracle" };
@@ -51,7 +51,7 @@ public static class GenerateCommand
         var tokenizer = checkpoint.LoadTokenizer();
         int[] promptIds = promptIdsText != null
             ? ParseIds(promptIdsText, "--prompt-ids")
-            : (tokenizer ?? throw new UserInputException($"{modelDir}: no tokenizer.model, so --prompt text cannot be encoded (use --prompt-ids)")).Encode(promptText!);
+            : (tokenizer ?? throw new UserInputException($"{modelDir}: no tokenizer.model or tokenizer.json, so --prompt text cannot be encoded (use --prompt-ids)")).Encode(promptText!);
         EngineGuards.CheckTokens(checkpoint.Config, promptIds, 0);
         if ((long)promptIds.Length + maxNewTokens > checkpoint.Config.MaxPositionEmbeddings)
             throw new UserInputException($"prompt of {promptIds.Length} tokens + {maxNewTokens} new tokens exceeds the context of {checkpoint.Config.MaxPositionEmbeddings}");
@@ -71,18 +71,21 @@ public static class GenerateCommand
         double prefillSeconds = clock.Elapsed.TotalSeconds;
         AppendHash(hash, engine, logits);
         clock.Restart();
-        int previous = promptIds[^1];
+        // The prompt goes through the stream decoder unprinted, so the first generated token is read in context
+        // (SentencePiece keeps its leading space; a character split across tokens is completed).
+        var textStream = tokenizer?.CreateStreamingDecoder();
+        if (textStream != null) foreach (int id in promptIds) textStream.Push(id);
         for (int i = 0; i < maxNewTokens; i++)
         {
             int next = Greedy.ArgMax(logits);
             generated.Add(next);
-            if (!asJson && tokenizer != null) Console.Write(tokenizer.DecodeNext(previous, next));
-            previous = next;
+            if (!asJson && textStream != null) Console.Write(textStream.Push(next));
             if (i == maxNewTokens - 1) break;
             logits = engine.Decode(next);
             AppendHash(hash, engine, logits);
         }
         double decodeSeconds = clock.Elapsed.TotalSeconds;
+        if (!asJson && textStream != null) Console.Write(textStream.Flush());
         int decodeSteps = Math.Max(0, maxNewTokens - 1);
         double prefillRate = promptIds.Length / prefillSeconds;
         double decodeRate = decodeSteps > 0 ? decodeSteps / decodeSeconds : 0;

@@ -82,8 +82,36 @@ public sealed partial class RopeTable
     /// m * 2^e, and everything after that is integer arithmetic. theta must be finite, in (1, 2^63).
     /// </summary>
     public RopeTable(int headDim, int maxPositions, double ropeTheta)
-        : this(headDim, maxPositions, ThetaBits(ropeTheta).Mantissa, ThetaBits(ropeTheta).Exponent)
+        : this(headDim, maxPositions, ropeTheta, null)
     {
+    }
+
+    /// <summary>
+    /// As above, with the frequencies rewritten by a llama3 <paramref name="scaling"/> (validated here:
+    /// ArgumentException naming the rope_scaling field); its doubles are taken exactly from their bits.
+    /// </summary>
+    public RopeTable(int headDim, int maxPositions, double ropeTheta, GpuIntLab.Core.Models.RopeScaling? scaling)
+        : this(headDim, maxPositions, ThetaBits(ropeTheta).Mantissa, ThetaBits(ropeTheta).Exponent, ScalingRule(scaling))
+    {
+        Scaling = scaling;
+    }
+
+    /// <summary>The rope_scaling the frequencies were rewritten with, or null.</summary>
+    public GpuIntLab.Core.Models.RopeScaling? Scaling { get; }
+
+    private static Llama3FrequencyRule? ScalingRule(GpuIntLab.Core.Models.RopeScaling? scaling)
+    {
+        if (scaling == null)
+        {
+            return null;
+        }
+
+        scaling.Validate();
+        Q48.DecomposeDouble(scaling.Factor, out _, out ulong factorMantissa, out int factorExponent, out _);
+        Q48.DecomposeDouble(scaling.LowFreqFactor, out _, out ulong lowMantissa, out int lowExponent, out _);
+        Q48.DecomposeDouble(scaling.HighFreqFactor, out _, out ulong highMantissa, out int highExponent, out _);
+        return new Llama3FrequencyRule(
+            factorMantissa, factorExponent, lowMantissa, lowExponent, highMantissa, highExponent, scaling.OriginalMaxPositionEmbeddings);
     }
 
     private static (ulong Mantissa, int Exponent) ThetaBits(double theta)

@@ -66,11 +66,14 @@ public sealed class LlamaCheckpoint : IDisposable
         TokenizerPath = !IsNative && File.Exists(tok) ? tok : null;
     }
 
-    /// <summary>The model's tokenizer (tokenizer.model beside the weights, or embedded in a native file), or null.</summary>
-    public LlamaTokenizer? LoadTokenizer() =>
-        TokenizerPath != null ? LlamaTokenizer.Load(TokenizerPath)
-        : TokenizerModel != null ? LlamaTokenizer.FromBytes(TokenizerModel, sourceName: Folder + " (embedded tokenizer.model)")
-        : null;
+    /// <summary>
+    /// The model's tokenizer, or null: tokenizer.model or tokenizer.json beside the weights (see
+    /// <see cref="TokenizerLoader.FindTokenizerFile"/>), or the tokenizer.model embedded in a native file.
+    /// </summary>
+    public ITokenizer? LoadTokenizer() =>
+        TokenizerModel != null ? LlamaTokenizer.FromBytes(TokenizerModel, sourceName: Folder + " (embedded tokenizer.model)")
+        : IsNative ? null
+        : TokenizerLoader.TryLoad(Folder);
 
     public static string LayerTensorName(int layer, LayerWeight w) => $"model.layers.{layer}." + w switch
     {

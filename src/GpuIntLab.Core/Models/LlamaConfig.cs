@@ -204,7 +204,7 @@ public sealed record LlamaConfig
                 {
                     try
                     {
-                        scaling = RopeScaling.Llama3(Real(so, "factor", $"{scalingField}.factor", 0, 1e6), Real(so, "low_freq_factor", $"{scalingField}.low_freq_factor", 0, 1e6),
+                        scaling = RopeScaling.Create(RopeScaling.Llama3Type, Real(so, "factor", $"{scalingField}.factor", 0, 1e6), Real(so, "low_freq_factor", $"{scalingField}.low_freq_factor", 0, 1e6),
                             Real(so, "high_freq_factor", $"{scalingField}.high_freq_factor", 0, 1e6),
                             Int(so, "original_max_position_embeddings", $"{scalingField}.original_max_position_embeddings", 1, MaxContext));
                     }

@@ -7,6 +7,17 @@ namespace GpuIntLab.Core.Models;
 public sealed record SeededCheckpointLayout(TensorDtype Dtype, int Shards = 1, bool Tied = false);
 
 /// <summary>
+/// The value scales of a seeded rule: non-norm values are k / 2^log2 with k = r % 511 - 255, the power chosen by the
+/// tensor's kind. <see cref="Llama2Conformance"/> is <c>shared/conformance/README.md</c>'s rule;
+/// <see cref="Families"/> is <c>shared/conformance/families/README.md</c>'s (linear weights 1/512, biases 1/256).
+/// </summary>
+public sealed record SeededRule(int EmbeddingLog2, int LinearLog2, int LmHeadLog2, int BiasLog2)
+{
+    public static readonly SeededRule Llama2Conformance = new(EmbeddingLog2: 8, LinearLog2: 12, LmHeadLog2: 9, BiasLog2: 8);
+    public static readonly SeededRule Families = new(EmbeddingLog2: 8, LinearLog2: 9, LmHeadLog2: 9, BiasLog2: 8);
+}
+
+/// <summary>
 /// Writes an HF Llama folder whose weights follow the conformance set's generation rule
 /// (<c>shared/conformance/README.md</c>): one splitmix64 stream, <c>r = z &gt;&gt; 32</c> per value, tensors in
 /// HF order; norm weights <c>(64 + r % 129) / 128</c>, others <c>k = r % 511 - 255</c> scaled by 1/256
@@ -64,8 +75,9 @@ public static class SeededCheckpointWriter
     }
 
     /// <summary>Writes config.json and the safetensors file(s) into <paramref name="folder"/>; copies a tokenizer if given.</summary>
-    public static void Write(string folder, LlamaConfig config, SeededCheckpointLayout layout, ulong seed = ConformanceSeed, string? tokenizerModelPath = null)
+    public static void Write(string folder, LlamaConfig config, SeededCheckpointLayout layout, ulong seed = ConformanceSeed, string? tokenizerModelPath = null, SeededRule? rule = null)
     {
+        rule ??= SeededRule.Llama2Conformance;
         Directory.CreateDirectory(folder);
         var rng = new SplitMix64(seed);
         // The stream always draws lm_head last, so a tied folder differs only by omitting it (its draws, last, are never needed).
@@ -79,15 +91,17 @@ public static class SeededCheckpointWriter
             var shape = shapes[name];
             long count = shape.Aggregate(1L, (a, b) => a * b);
             var data = new byte[count * TensorDtypeInfo.SizeOf(layout.Dtype)];
-            bool isNorm = name.EndsWith("layernorm.weight", StringComparison.Ordinal) || name == LlamaCheckpoint.FinalNormName;
-            int denominator = name == LlamaCheckpoint.EmbeddingName ? 256 : name == LlamaCheckpoint.LmHeadName ? 512 : 4096;
+            bool isNorm = name.EndsWith("layernorm.weight", StringComparison.Ordinal) || name.EndsWith("_norm.weight", StringComparison.Ordinal)
+                || name == LlamaCheckpoint.FinalNormName;
+            int log2 = name == LlamaCheckpoint.EmbeddingName ? rule.EmbeddingLog2 : name == LlamaCheckpoint.LmHeadName ? rule.LmHeadLog2
+                : name.EndsWith(".bias", StringComparison.Ordinal) ? rule.BiasLog2 : rule.LinearLog2;
             for (long i = 0; i < count; i++)
             {
                 uint r = rng.NextR();
                 // value = numerator / 2^k, exact in every dtype used here.
                 int numerator; int log2Denominator;
                 if (isNorm) { numerator = 64 + (int)(r % 129); log2Denominator = 7; }
-                else { numerator = (int)(r % 511) - 255; log2Denominator = denominator switch { 256 => 8, 512 => 9, _ => 12 }; }
+                else { numerator = (int)(r % 511) - 255; log2Denominator = log2; }
                 WriteExact(layout.Dtype, data, i, numerator, log2Denominator);
             }
             destination.Write(data);

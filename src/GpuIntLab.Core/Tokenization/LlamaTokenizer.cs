@@ -20,7 +20,7 @@ namespace GpuIntLab.Core.Tokenization;
 /// against it) and as the loader the project's trained models must also satisfy.
 /// </para>
 /// </summary>
-public sealed class LlamaTokenizer
+public sealed class LlamaTokenizer : ITokenizer
 {
     private const char SpaceSymbol = '\u2581';
 
@@ -151,6 +151,9 @@ public sealed class LlamaTokenizer
     public int EosId => _model.EosId;
     public int UnkId => _model.UnkId;
     public bool AddBos { get; }
+    int? ITokenizer.BosTokenId => BosId >= 0 ? BosId : null;
+    IReadOnlyList<int> ITokenizer.EosTokenIds => EosId >= 0 ? [EosId] : [];
+    ITokenStreamDecoder ITokenizer.CreateStreamingDecoder() => CreateStreamingDecoder();
 
     /// <summary>Microsoft.ML.Tokenizers' LlamaTokenizer over the same model bytes (for cross-checks; see class remarks).</summary>
     public MlLlamaTokenizer CreateLibraryTokenizer(bool addBos = true)
@@ -427,7 +430,7 @@ public sealed class LlamaTokenizer
     public StreamingDecoder CreateStreamingDecoder() => new(this);
 
     /// <summary>Incremental SentencePiece decode: buffers incomplete UTF-8 from byte pieces.</summary>
-    public sealed class StreamingDecoder
+    public sealed class StreamingDecoder : ITokenStreamDecoder
     {
         private readonly LlamaTokenizer _t;
         private readonly List<byte> _pending = new(4);

@@ -11,6 +11,7 @@ namespace GpuIntLab.Tests.Cuda;
 /// Checks that need a CUDA device. Without one each shows as SKIPPED with the runtime's reason
 /// ("unavailable: no CUDA driver ..." / "no NVRTC ..."), never as passed.
 /// </summary>
+[Collection("CudaRuntime")]
 public class CudaGpuTests(ITestOutputHelper output)
 {
     private static void RequireGpu() => Skip.IfNot(CudaRuntime.Availability.IsAvailable, CudaRuntime.Availability.Reason);

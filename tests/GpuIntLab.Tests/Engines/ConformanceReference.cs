@@ -27,6 +27,9 @@ public static class ConformanceReference
         return (Read("cases"), Read("tied_cases"));
     }
 
+    /// <summary>The cases of a reference.json of the same schema (the families set uses it too).</summary>
+    public static ReferenceCase[] ParseCases(JsonElement cases) => cases.EnumerateArray().Select(ParseCase).ToArray();
+
     private static ReferenceCase ParseCase(JsonElement c)
     {
         static int[] Ints(JsonElement e) => e.EnumerateArray().Select(x => x.GetInt32()).ToArray();

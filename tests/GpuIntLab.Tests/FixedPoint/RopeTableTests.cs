@@ -59,11 +59,17 @@ public class RopeTableTests(ITestOutputHelper output)
     [Fact]
     public void AllPositions_AgreeWithFloat64AtSmallAngles_AndBuildFast()
     {
+        // rows are computed on first use: time the table together with a pass over every 7th row (all blocks)
         var sw = Stopwatch.StartNew();
         var table = new RopeTable(64, 2048, 10000.0);
+        for (int pos = 0; pos < 2048; pos += 7)
+        {
+            _ = table.Cos(pos);
+        }
+
         sw.Stop();
-        output.WriteLine($"RopeTable(64, 2048, 10000) built in {sw.Elapsed.TotalMilliseconds:F1} ms");
-        Assert.True(sw.Elapsed.TotalSeconds < 2, "table build too slow");
+        output.WriteLine($"RopeTable(64, 2048, 10000) built and every row computed in {sw.Elapsed.TotalMilliseconds:F1} ms");
+        Assert.True(sw.Elapsed.TotalSeconds < 10, "table build too slow");
 
         // float64 reference: angle = pos * 10000^(-2i/64) in double has relative error ~1e-16, so compare
         // with tolerance 0.5 ulp + |angle| * 2^-50 in value (angle error carried into cos/sin).

@@ -3,8 +3,16 @@ using System.Text;
 
 namespace GpuIntLab.Backends.Cuda.Interop;
 
-/// <summary>What NVRTC produced: the image to load (CUBIN when compiled for a real arch, else PTX), the PTX, and the log.</summary>
-public sealed record NvrtcOutput(byte[] Image, bool IsCubin, string Ptx, string Log);
+/// <summary>
+/// What NVRTC produced: the image to load (CUBIN when compiled for a real arch sm_XX, PTX for a virtual
+/// compute_XX), the PTX, the log (with -Xptxas=-v it holds ptxas's per-kernel resource report) and the
+/// target architecture named in the options.
+/// </summary>
+public sealed record NvrtcOutput(byte[] Image, bool IsCubin, string Ptx, string Log, string Arch = "")
+{
+    /// <summary>"CUBIN sm_90" or "PTX compute_90 (JIT by the driver)": what a module load gets.</summary>
+    public string Kind => IsCubin ? $"CUBIN {Arch}" : $"PTX {Arch} (JIT by the driver)";
+}
 
 /// <summary>
 /// The thin binding of NVRTC (libnvrtc.so.* / nvrtc64_*.dll): create, compile, log, get PTX/CUBIN, destroy.
@@ -25,6 +33,8 @@ public sealed unsafe class Nvrtc
     private readonly delegate* unmanaged<IntPtr, nuint*, int> _getCubinSize;
     private readonly delegate* unmanaged<IntPtr, byte*, int> _getCubin;
     private readonly delegate* unmanaged<IntPtr*, int> _destroyProgram;
+    private readonly delegate* unmanaged<int*, int> _getNumSupportedArchs;   // null before NVRTC 11.2
+    private readonly delegate* unmanaged<int*, int> _getSupportedArchs;
 
     /// <summary>Candidate library names/paths, most recent first; GPUINTLAB_NVRTC overrides.</summary>
     public static IReadOnlyList<string> DefaultCandidates()
@@ -79,6 +89,21 @@ public sealed unsafe class Nvrtc
         _getCubinSize = (delegate* unmanaged<IntPtr, nuint*, int>)F("nvrtcGetCUBINSize");
         _getCubin = (delegate* unmanaged<IntPtr, byte*, int>)F("nvrtcGetCUBIN");
         _destroyProgram = (delegate* unmanaged<IntPtr*, int>)F("nvrtcDestroyProgram");
+        _getNumSupportedArchs = (delegate* unmanaged<int*, int>)r.Find("nvrtcGetNumSupportedArchs");
+        _getSupportedArchs = (delegate* unmanaged<int*, int>)r.Find("nvrtcGetSupportedArchs");
+    }
+
+    /// <summary>
+    /// The real architectures this NVRTC can emit CUBIN for (e.g. 50..90), or null when the library is older
+    /// than 11.2 and cannot say.
+    /// </summary>
+    public IReadOnlyList<int>? SupportedArchs()
+    {
+        if (_getNumSupportedArchs == null || _getSupportedArchs == null) return null;
+        int n; Check(_getNumSupportedArchs(&n), "nvrtcGetNumSupportedArchs");
+        var archs = new int[n];
+        fixed (int* p = archs) Check(_getSupportedArchs(p), "nvrtcGetSupportedArchs");
+        return archs;
     }
 
     public static Nvrtc Bind(ISymbolResolver resolver) => new(resolver);
@@ -87,8 +112,27 @@ public sealed unsafe class Nvrtc
     {
         var lib = NativeLibraryResolver.TryLoad(candidates, out string tried);
         if (lib is null) { reason = $"no NVRTC (could not load any of: {tried})"; return null; }
+        PreloadBuiltins(lib.Source);
         try { reason = "loaded " + lib.Source; return Bind(lib); }
         catch (CudaUnavailableException e) { reason = e.Message; return null; }
+    }
+
+    /// <summary>
+    /// NVRTC dlopens libnvrtc-builtins.so.X.Y by bare name at compile time, which the loader finds only on its
+    /// search path. When NVRTC itself was loaded by full path (a pip wheel, a CUDA folder, the fetched Debian
+    /// package) that folder usually is not on it, and every compile fails with "failed to open
+    /// libnvrtc-builtins". Loading the builtins from NVRTC's own folder first makes the later dlopen find the
+    /// already loaded library by its SONAME.
+    /// </summary>
+    private static void PreloadBuiltins(string loadedPath)
+    {
+        if (!Path.IsPathRooted(loadedPath)) return;
+        string? dir = Path.GetDirectoryName(loadedPath);
+        if (dir is null || !System.IO.Directory.Exists(dir)) return;
+        string pattern = OperatingSystem.IsWindows() ? "nvrtc-builtins64_*.dll" : "libnvrtc-builtins.so.*";
+        // Longest name first: libnvrtc-builtins.so.12.4.127 is the file, the shorter names are its links.
+        foreach (var f in System.IO.Directory.EnumerateFiles(dir, pattern).OrderByDescending(f => f.Length))
+            NativeLibrary.TryLoad(f, out _);
     }
 
     public string ErrorString(int code)
@@ -106,7 +150,8 @@ public sealed unsafe class Nvrtc
 
     /// <summary>
     /// Compiles <paramref name="source"/> (with in-memory headers, name -> text) using <paramref name="options"/>.
-    /// Returns CUBIN when the options name a real architecture (--gpu-arch=sm_XX), else PTX.
+    /// Returns CUBIN when the options name a real architecture (-arch=sm_XX or --gpu-architecture=sm_XX), else
+    /// (a virtual compute_XX) PTX. A real architecture that yields no CUBIN is an error, never a silent PTX.
     /// </summary>
     public NvrtcOutput Compile(string source, string name, IReadOnlyDictionary<string, string> headers, IReadOnlyList<string> options)
     {
@@ -136,24 +181,32 @@ public sealed unsafe class Nvrtc
             fixed (byte* p = ptx) Check(_getPtx(prog, p), "nvrtcGetPTX");
             string ptxText = Encoding.ASCII.GetString(ptx).TrimEnd('\0');
 
-            bool realArch = options.Any(o => o.StartsWith("--gpu-arch=sm_", StringComparison.Ordinal) || o.StartsWith("-arch=sm_", StringComparison.Ordinal));
-            if (realArch)
+            string arch = TargetArch(options);
+            if (arch.StartsWith("sm_", StringComparison.Ordinal))
             {
                 nuint cubinSize; Check(_getCubinSize(prog, &cubinSize), "nvrtcGetCUBINSize");
-                if (cubinSize > 0)
-                {
-                    var cubin = new byte[(int)cubinSize];
-                    fixed (byte* p = cubin) Check(_getCubin(prog, p), "nvrtcGetCUBIN");
-                    return new NvrtcOutput(cubin, true, ptxText, log);
-                }
+                if (cubinSize == 0)
+                    throw new CudaException($"nvrtcGetCUBIN({name})", 0, "NO_CUBIN", $"NVRTC returned no CUBIN although the options name the real architecture {arch}", log);
+                var cubin = new byte[(int)cubinSize];
+                fixed (byte* p = cubin) Check(_getCubin(prog, p), "nvrtcGetCUBIN");
+                return new NvrtcOutput(cubin, true, ptxText, log, arch);
             }
-            return new NvrtcOutput(ptx, false, ptxText, log);
+            return new NvrtcOutput(ptx, false, ptxText, log, arch);
         }
         finally
         {
             if (prog != IntPtr.Zero) _destroyProgram(&prog);
             foreach (var h in pins) h.Free();
         }
+    }
+
+    /// <summary>The architecture named by -arch=X / --gpu-architecture=X (NVRTC's two spellings), else NVRTC's default "compute_52".</summary>
+    public static string TargetArch(IReadOnlyList<string> options)
+    {
+        foreach (var o in options)
+            foreach (var prefix in new[] { "-arch=", "--gpu-architecture=" })
+                if (o.StartsWith(prefix, StringComparison.Ordinal)) return o[prefix.Length..];
+        return "compute_52";
     }
 
     private string GetLog(IntPtr prog)

@@ -1,0 +1,148 @@
+namespace GpuIntLab.Core.Formats.WeightOnly;
+
+/// <summary>AWQ settings; the defaults are llm-awq's (<c>auto_scale.py</c>, <c>quantizer.py</c>) with group 128.</summary>
+/// <param name="GroupSize">Input columns per group (128).</param>
+/// <param name="Symmetric">AWQ's zero_point=False grid instead of its default asymmetric one.</param>
+/// <param name="GridPoints">Number of ratios searched, ratio = k / GridPoints for k = 0..GridPoints-1 (20: 0, 0.05, ..., 0.95).</param>
+/// <param name="Grid">The INT4 grid rule for the search and the final quantization (AWQ's own by default).</param>
+public sealed record AwqOptions(int GroupSize = 128, bool Symmetric = false, int GridPoints = 20,
+    Int4GridRule Grid = Int4GridRule.Awq);
+
+/// <summary>
+/// An AWQ result: the quantized matrices (codes of W·s, <see cref="Int4Matrix.ChannelScales"/> = s), the chosen
+/// per-input-channel scale s, the chosen ratio and the output MSE of every ratio tried.
+/// </summary>
+public sealed record AwqResult(Int4Matrix[] Matrices, float[] ChannelScales, int BestRatioIndex, double BestRatio, double[] LossPerRatio);
+
+/// <summary>
+/// AWQ (Lin et al., MLSys 2024), the activation-aware scale search of <c>mit-han-lab/llm-awq
+/// awq/quantize/auto_scale.py::auto_scale_block</c> (the original variant, not AutoAWQ's duo_scaling), followed by
+/// round-to-nearest:
+/// <list type="number">
+/// <item>x_mean_c = mean over tokens of |x_c| (the reference's <c>get_act_scale</c>: a mean despite its name).</item>
+/// <item>For ratio = k / GridPoints, k = 0..GridPoints-1: s_c = max(x_mean_c^ratio, 1e-4), then
+/// s /= sqrt(max(s) · min(s)); s is rounded to float32 (what a backend stores); W'ᵢ = Q(Wᵢ · s) / s for every weight
+/// matrix sharing the input; loss = mean over tokens and all their outputs of (X W'ᵀ - X Wᵀ)². The first strictly
+/// smallest loss wins (ratio 0 is s = 1, plain RTN, so AWQ's loss never exceeds RTN's on the calibration set).</item>
+/// <item>Result: Q(Wᵢ · s) with the channel scale s.</item>
+/// </list>
+/// x_mean^ratio uses Math.Pow, whose last ulp is the platform libm's (the scales may differ by an ulp across platforms).
+/// Not implemented: the reference's clip search (<c>auto_clip.py</c>, a per-group max shrink of up to 45%), and its loss
+/// point: the reference measures the loss at the output of the whole module (self_attn for q/k/v, the MLP for
+/// gate/up), this codec at the outputs of the linears themselves.
+/// <para>
+/// The caller's part. Pass every linear that shares one input together (they get one s): in a Llama block
+/// (input_layernorm → q, k, v), (post_attention_layernorm → gate, up), (up → down), and (v → o) only when v's and o's
+/// shapes match (multi-head attention; grouped-query models such as TinyLlama, 4 kv heads, skip it, as the reference
+/// does). Fold 1/s into the operator that produces the input: for q/k/v divide input_layernorm's weight by s, for
+/// gate/up divide post_attention_layernorm's weight, for down divide the rows of up_proj's weight by s before up_proj is
+/// itself quantized (the reference applies every scale of a block first and quantizes afterwards), for o divide v's
+/// rows. Calibrate each block on the full-precision outputs of the previous block (AWQ does not propagate quantized
+/// activations, unlike GPTQ): 128 samples of 512 tokens in the reference (pile-val, seed 42).
+/// </para>
+/// </summary>
+public static class Awq
+{
+    /// <summary>Lower clamp of s before normalisation (the reference's 1e-4).</summary>
+    public const double MinScale = 1e-4;
+
+    /// <summary>
+    /// AWQ for the weight matrices <paramref name="weights"/> (each row-major [rowsᵢ, cols]) that share the input whose
+    /// calibration activations are <paramref name="activations"/> [tokens, cols].
+    /// </summary>
+    public static AwqResult Quantize(IReadOnlyList<(double[] Weights, int Rows)> weights, int cols,
+        ReadOnlySpan<double> activations, int tokens, AwqOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentNullException.ThrowIfNull(options);
+        if (weights.Count == 0) throw new ArgumentException("AWQ needs at least one weight matrix", nameof(weights));
+        foreach (var (w, rows) in weights) Int4Checks.Matrix(w, rows, cols, nameof(weights));
+        Int4Checks.Matrix(activations, tokens, cols, nameof(activations));
+        Int4Checks.GroupSize(options.GroupSize);
+        if (options.GridPoints <= 0) throw new ArgumentOutOfRangeException(nameof(options), options.GridPoints, "AwqOptions.GridPoints must be >= 1");
+
+        double[] x = activations.ToArray();
+        var meanAbs = new double[cols];
+        for (int t = 0; t < tokens; t++)
+            for (int c = 0; c < cols; c++) meanAbs[c] += Math.Abs(x[t * cols + c]);
+        for (int c = 0; c < cols; c++) meanAbs[c] /= tokens;
+
+        var reference = new double[weights.Count][];
+        for (int m = 0; m < weights.Count; m++) reference[m] = Outputs(x, tokens, cols, weights[m].Weights, weights[m].Rows);
+
+        var losses = new double[options.GridPoints];
+        int best = -1;
+        double bestLoss = double.PositiveInfinity;
+        float[]? bestScales = null;
+        for (int k = 0; k < options.GridPoints; k++)
+        {
+            double ratio = (double)k / options.GridPoints;
+            float[] s = ScalesFor(meanAbs, ratio);
+            double squares = 0;
+            long count = 0;
+            for (int m = 0; m < weights.Count; m++)
+            {
+                var (w, rows) = weights[m];
+                Int4Matrix q = QuantizeScaled(w, rows, cols, s, options);
+                double[] candidate = Outputs(x, tokens, cols, q.DequantizeAll(), rows);
+                for (int i = 0; i < candidate.Length; i++)
+                {
+                    double diff = candidate[i] - reference[m][i];
+                    squares += diff * diff;
+                }
+                count += candidate.Length;
+            }
+            losses[k] = squares / count;
+            if (losses[k] < bestLoss) { bestLoss = losses[k]; best = k; bestScales = s; }
+        }
+        if (bestScales is null)
+            throw new InvalidOperationException("AWQ found no finite loss; the activations or weights overflow float64");
+
+        var matrices = new Int4Matrix[weights.Count];
+        for (int m = 0; m < weights.Count; m++) matrices[m] = QuantizeScaled(weights[m].Weights, weights[m].Rows, cols, bestScales, options);
+        return new AwqResult(matrices, bestScales, best, (double)best / options.GridPoints, losses);
+    }
+
+    /// <summary>s_c = max(x_mean_c^ratio, 1e-4) / sqrt(max s · min s), rounded to float32.</summary>
+    public static float[] ScalesFor(ReadOnlySpan<double> meanAbs, double ratio)
+    {
+        var raw = new double[meanAbs.Length];
+        double max = double.NegativeInfinity, min = double.PositiveInfinity;
+        for (int c = 0; c < raw.Length; c++)
+        {
+            raw[c] = Math.Max(Math.Pow(meanAbs[c], ratio), MinScale);
+            max = Math.Max(max, raw[c]);
+            min = Math.Min(min, raw[c]);
+        }
+        double normaliser = Math.Sqrt(max * min);
+        var s = new float[raw.Length];
+        for (int c = 0; c < raw.Length; c++) s[c] = (float)(raw[c] / normaliser);
+        return s;
+    }
+
+    private static Int4Matrix QuantizeScaled(double[] w, int rows, int cols, float[] s, AwqOptions options)
+    {
+        var scaled = new double[w.Length];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) scaled[r * cols + c] = w[r * cols + c] * s[c];
+        return Int4Rtn.QuantizeUnchecked(scaled, rows, cols, options.GroupSize, options.Symmetric, options.Grid, s);
+    }
+
+    /// <summary>Y = X Wᵀ, [tokens, rows].</summary>
+    private static double[] Outputs(double[] x, int tokens, int cols, double[] w, int rows)
+    {
+        var y = new double[tokens * rows];
+        for (int t = 0; t < tokens; t++)
+        {
+            ReadOnlySpan<double> xt = x.AsSpan(t * cols, cols);
+            for (int r = 0; r < rows; r++)
+            {
+                ReadOnlySpan<double> wr = w.AsSpan(r * cols, cols);
+                double sum = 0;
+                for (int c = 0; c < cols; c++) sum += xt[c] * wr[c];
+                y[t * rows + r] = sum;
+            }
+        }
+        return y;
+    }
+}
