@@ -21,6 +21,6 @@ public static class Program
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(CudaCompileCommand.Create());
         // Our handler, not the library's, reports user errors: one line, exit code 2, no stack trace.
-        return CliErrors.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));
+        return CliErrors.Run(() => CliErrors.Invoke(root, args));
     }
 }

@@ -57,24 +57,20 @@ public sealed class ExperimentRunner
         spec.Validate();
         var units = spec.ResolveBackends(options.FindBackend, options.KnownBackends);
         string modelDir = spec.ResolveModel(options.ModelOverride);
+        ResultsStore.PrepareFolder(options.ResultsDirectory, "results folder");
         using var checkpoint = LlamaCheckpoint.Open(modelDir);
         var tokenizer = checkpoint.LoadTokenizer();
         var prompts = spec.Prompts.Select(p => (Spec: p, Ids: Encode(p.Text, p.Ids, tokenizer, modelDir, $"prompt '{p.Name}'"))).ToList();
-        foreach (var (p, ids) in prompts)
-        {
-            try { EngineGuards.CheckTokens(checkpoint.Config, ids, 0); }
-            catch (TokenInputException e) { throw new ExperimentSpecException($"{spec.SourcePath}: prompt '{p.Name}': {e.Message}"); }
-            if (ids.Length + spec.NewTokens > checkpoint.Config.MaxPositionEmbeddings)
-                throw new ExperimentSpecException($"{spec.SourcePath}: prompt '{p.Name}' ({ids.Length} tokens) + {spec.NewTokens} new tokens exceeds the model's context of {checkpoint.Config.MaxPositionEmbeddings}");
-        }
         var calibration = spec.CalibrationPrompts.Select((t, i) => Encode(t, null, tokenizer, modelDir, $"calibration prompt {i}")).ToList();
+        SpecChecks.CheckAgainstModel(spec, checkpoint.Config, prompts, calibration);
 
-        string runId = $"{spec.Name}-{DateTime.UtcNow:yyyyMMdd'T'HHmmss'Z'}" + (options.Shard.Count > 1 ? $"-shard{options.Shard.Index}of{options.Shard.Count}" : "");
-        string resultsFile = Path.Combine(options.ResultsDirectory, runId + ".jsonl");
+        string runId = ResultsStore.NewRunId(spec.Name, options.Shard);
         var records = new List<ResultRecord>();
-        using var writer = new ResultWriter(resultsFile);
+        using var writer = ResultsStore.CreateRunFile(options.ResultsDirectory, runId);
+        string resultsFile = writer.Path;
         void Emit(ResultRecord r) { records.Add(r); writer.Write(r); }
-        ResultRecord Base(string type) => new() { Type = type, RunId = runId, Experiment = spec.Name, TimestampUtc = DateTime.UtcNow.ToString("o") };
+        // Every record carries new_tokens, so tables can tell cells of differently defined runs apart (errors included).
+        ResultRecord Base(string type) => new() { Type = type, RunId = runId, Experiment = spec.Name, TimestampUtc = DateTime.UtcNow.ToString("o"), NewTokens = spec.NewTokens };
 
         var header = Base("run");
         header.SpecPath = spec.SourcePath; header.Model = modelDir; header.Command = options.Command;

@@ -46,7 +46,9 @@ public sealed class ExperimentSpec
     {
         if (!File.Exists(path)) throw new ExperimentSpecException($"{path}: experiment file not found");
         ExperimentSpec? spec;
-        try { spec = JsonSerializer.Deserialize<ExperimentSpec>(File.ReadAllText(path), new JsonSerializerOptions { ReadCommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }); }
+        string json = File.ReadAllText(path);
+        SpecChecks.CheckKeys(path, json);
+        try { spec = JsonSerializer.Deserialize<ExperimentSpec>(json, new JsonSerializerOptions { ReadCommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }); }
         catch (JsonException e) { throw new ExperimentSpecException($"{path}: not a valid experiment spec ({e.Message})"); }
         if (spec == null) throw new ExperimentSpecException($"{path}: empty experiment spec");
         spec.SourcePath = Path.GetFullPath(path);
@@ -96,6 +98,7 @@ public sealed class ExperimentSpec
         if (Repetitions < 1) throw new ExperimentSpecException($"{where}: repetitions must be at least 1");
         if (Warmup < 0) throw new ExperimentSpecException($"{where}: warmup must be 0 or more");
         if (Accelerator is not ("auto" or "cpu" or "cuda")) throw new ExperimentSpecException($"{where}: accelerator must be auto, cpu or cuda (got '{Accelerator}')");
+        SpecChecks.CheckValues(this);
     }
 
     public EngineOptions EngineOptionsFor(string scheme, IReadOnlyList<int[]> calibration) =>

@@ -9,10 +9,11 @@ public static class ResultPlots
     {
         var records = ResultReader.ReadAll(Path.Combine(resultsDirectory, "runs"), warn);
         string plots = Path.Combine(resultsDirectory, "plots");
-        Directory.CreateDirectory(plots);
+        ResultsStore.PrepareFolder(plots, "plots folder");
         var written = new List<string>();
-        foreach (var (experiment, cells) in ResultTables.LatestCells(records))
+        foreach (var (experiment, cells) in ResultTables.LatestCells(records, warn))
         {
+            if (SafeNames.Problem(experiment) is string bad) throw new ResultsFileException($"{resultsDirectory}: experiment {bad}");
             var rows = ResultTables.Summarize(cells).Where(r => r.Error == null).ToList();
             if (rows.Count == 0) continue;
             written.Add(Bars(Path.Combine(plots, $"{experiment}-token-match.png"), $"{experiment}: token match vs oracle",

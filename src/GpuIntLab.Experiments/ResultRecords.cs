@@ -63,26 +63,29 @@ public sealed class ResultRecord
     };
 }
 
-/// <summary>Appends records to a JSON-lines file, flushing each line so an interrupted run loses nothing written.</summary>
+/// <summary>
+/// Appends records to a JSON-lines file, each line one unbuffered write of the whole line, so an interrupted run
+/// loses nothing written and leaves at most a torn last line. <paramref name="createNew"/> refuses an existing file.
+/// </summary>
 public sealed class ResultWriter : IDisposable
 {
-    private readonly StreamWriter _writer;
+    private readonly FileStream _stream;
     public string Path { get; }
 
-    public ResultWriter(string path)
+    public ResultWriter(string path, bool createNew = false)
     {
         Path = path;
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
-        _writer = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read));
+        _stream = new FileStream(path, createNew ? FileMode.CreateNew : FileMode.Append, FileAccess.Write, FileShare.Read, bufferSize: 0);
     }
 
     public void Write(ResultRecord record)
     {
-        _writer.WriteLine(JsonSerializer.Serialize(record, ResultRecord.Json));
-        _writer.Flush();
+        _stream.Write(System.Text.Encoding.UTF8.GetBytes(JsonSerializer.Serialize(record, ResultRecord.Json) + "\n"));
+        _stream.Flush();
     }
 
-    public void Dispose() => _writer.Dispose();
+    public void Dispose() => _stream.Dispose();
 }
 
 public static class ResultReader
@@ -102,9 +105,11 @@ public static class ResultReader
                 try
                 {
                     var r = JsonSerializer.Deserialize<ResultRecord>(line, ResultRecord.Json);
-                    if (r != null) records.Add(r);
+                    if (ResultsStore.RecordProblem(r) is string problem) warn?.Invoke($"{file}:{lineNumber}: skipped malformed record ({problem})");
+                    else records.Add(r!);
                 }
-                catch (JsonException e) { warn?.Invoke($"{file}:{lineNumber}: skipped unreadable line ({e.Message})"); }
+                // InvalidOperationException: a string escaping half a surrogate pair parses but cannot be decoded.
+                catch (Exception e) when (e is JsonException or InvalidOperationException) { warn?.Invoke($"{file}:{lineNumber}: skipped unreadable line ({e.Message})"); }
             }
         }
         return records;

@@ -87,7 +87,8 @@ public static class Trainer
     {
         log ??= _ => { };
         Kernels<float>.Parallelism = new ParallelOptions { MaxDegreeOfParallelism = o.Threads };
-        if (data.Train.Length < o.SeqLen + 2) throw new ArgumentException("training stream shorter than one window");
+        if (data.Train.Length < o.SeqLen + 2 || data.HeldOut.Length < o.SeqLen + 2)
+            throw new TrainingInputException($"--corpus-chars/--seq-len: the corpus gives {data.Train.Length} training and {data.HeldOut.Length} held-out tokens; each needs more than one window of --seq-len {o.SeqLen} + 1 tokens");
         var model = new TrainableLlama<float>(o.ModelConfig(vocabSize));
         model.Initialize(o.Seed, o.InitStd);
         var opt = new AdamW<float>(model.Tensors, model.ParameterCount) { WeightDecay = o.WeightDecay };

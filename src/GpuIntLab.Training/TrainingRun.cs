@@ -34,6 +34,7 @@ public static class TrainingRun
         var total = Stopwatch.StartNew();
         log($"corpus: generating ~{o.CorpusChars:N0} characters of stories (seed {o.Seed})");
         var stories = StoryCorpus.Generate(o.Seed, o.CorpusChars);
+        if (stories.Count < 2) throw new TrainingInputException($"--corpus-chars: {o.CorpusChars} characters make {stories.Count} story; training and held-out need one each");
         int trainStories = stories.Count - Math.Max(1, (int)Math.Round(stories.Count * o.HeldOutFraction));
         log($"corpus: {stories.Count:N0} stories; training the tokenizer on the {trainStories:N0} train stories");
         var tokenizer = makeTokenizer(stories.Take(trainStories).ToList());

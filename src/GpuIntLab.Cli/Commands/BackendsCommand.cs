@@ -13,6 +13,7 @@ public static class BackendsCommand
         command.SetAction(parse =>
         {
             string acc = parse.GetValue(accelerator)!;
+            if (acc is not ("auto" or "cpu" or "cuda")) throw new UserInputException($"--accelerator: unknown accelerator '{acc}' (known: auto, cpu, cuda)");
             foreach (var p in BackendCatalog.All)
             {
                 var a = p.CheckAvailability(acc);

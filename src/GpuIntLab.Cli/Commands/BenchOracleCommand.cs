@@ -101,6 +101,7 @@ public static class BenchOracleCommand
         if (tokens < 1) throw new UserInputException("--tokens: must be at least 1");
         if (context < 0) throw new UserInputException("--context: must not be negative");
         var threadCounts = threadList.Split(',').Select(t => int.TryParse(t, out int n) && n > 0 ? n : throw new UserInputException($"--threads: '{t}' is not a positive integer")).ToArray();
+        if (jsonOut != null) OutputPaths.CheckFile(jsonOut, "--json-out", OutputPaths.ModelInputs(modelPath));
         using var checkpoint = LlamaCheckpoint.Open(modelPath);
         var c = checkpoint.Config;
         long weightBytes = checkpoint.AllTensors.Where(t => t.Name != LlamaCheckpoint.EmbeddingName || checkpoint.LmHead.Name == t.Name)

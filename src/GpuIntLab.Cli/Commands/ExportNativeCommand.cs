@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using GpuIntLab.Core.Formats;
 using GpuIntLab.Core.Models;
 
 namespace GpuIntLab.Cli.Commands;
@@ -18,9 +19,18 @@ public static class ExportNativeCommand
         command.SetAction(parse =>
         {
             var clock = Stopwatch.StartNew();
-            using var checkpoint = LlamaCheckpoint.Open(parse.GetValue(model)!);
             string path = parse.GetValue(output)!;
-            var encodings = NativeModelFile.Write(checkpoint, path);
+            OutputPaths.CheckFile(path, "--out", OutputPaths.ModelInputs(parse.GetValue(model)!));
+            using var checkpoint = LlamaCheckpoint.Open(parse.GetValue(model)!);
+            // Written beside the target and renamed over it: a failure (a full disk) leaves no half-written .q48 under the name.
+            string partial = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".{Path.GetFileName(path)}.{Environment.ProcessId}.partial");
+            Dictionary<string, TensorDtype> encodings;
+            try
+            {
+                encodings = NativeModelFile.Write(checkpoint, partial);
+                File.Move(partial, path, overwrite: true);
+            }
+            finally { File.Delete(partial); }
             Console.WriteLine($"wrote {path}: {new FileInfo(path).Length / (1024.0 * 1024.0):F1} MiB in {clock.Elapsed.TotalSeconds:F1} s");
             foreach (var g in encodings.GroupBy(e => e.Value)) Console.WriteLine($"  {g.Count()} tensors as {g.Key}");
             return 0;

@@ -42,6 +42,7 @@ public static class GenerateCommand
     private static int Run(string modelDir, string? promptText, string? promptIdsText, int maxNewTokens, string engineName, int threads, bool asJson)
     {
         if (promptText == null && promptIdsText == null) throw new UserInputException("give --prompt TEXT or --prompt-ids IDS");
+        if (promptText != null && promptIdsText != null) throw new UserInputException("give --prompt TEXT or --prompt-ids IDS, not both (the ids would run while the text is reported)");
         if (maxNewTokens < 0) throw new UserInputException("--max-new-tokens must be 0 or more");
         if (threads < 1) throw new UserInputException("--threads must be at least 1");
         if (!EngineFactory.Names.Contains(engineName)) throw new UserInputException($"--engine: unknown engine '{engineName}' (known: {string.Join(", ", EngineFactory.Names)})");
@@ -52,7 +53,7 @@ public static class GenerateCommand
             ? ParseIds(promptIdsText, "--prompt-ids")
             : (tokenizer ?? throw new UserInputException($"{modelDir}: no tokenizer.model or tokenizer.json, so --prompt text cannot be encoded (use --prompt-ids)")).Encode(promptText!);
         EngineGuards.CheckTokens(checkpoint.Config, promptIds, 0);
-        if (promptIds.Length + maxNewTokens > checkpoint.Config.MaxPositionEmbeddings)
+        if ((long)promptIds.Length + maxNewTokens > checkpoint.Config.MaxPositionEmbeddings)
             throw new UserInputException($"prompt of {promptIds.Length} tokens + {maxNewTokens} new tokens exceeds the context of {checkpoint.Config.MaxPositionEmbeddings}");
 
         using var engine = EngineFactory.Create(engineName, checkpoint, threads);

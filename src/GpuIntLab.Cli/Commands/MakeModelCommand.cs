@@ -37,7 +37,17 @@ public static class MakeModelCommand
             };
             string? tok = parse.GetValue(tokenizer);
             if (tok != null && !File.Exists(tok)) throw new UserInputException($"{tok}: tokenizer file not found");
-            SeededCheckpointWriter.Write(parse.GetValue(output)!, config, new SeededCheckpointLayout(d), tokenizerModelPath: tok);
+            string outDir = parse.GetValue(output)!;
+            var layout = new SeededCheckpointLayout(d);
+            long bytes;
+            try { bytes = SeededCheckpointWriter.TotalBytes(config, layout); }
+            catch (OverflowException) { throw new UserInputException("--layers: the model would have more than 2^63 bytes of weights"); }
+            // Weights are generated as they are written, so memory is not the limit; the disk is, and is checked first.
+            long free = OutputPaths.FreeBytes(outDir);
+            if (bytes > free)
+                throw new UserInputException($"--out {outDir}: the model needs {bytes / 1e9:F2} GB of weights but only {free / 1e9:F2} GB is free there (fewer --layers?)");
+            OutputPaths.CheckFolder(outDir, "--out");
+            SeededCheckpointWriter.Write(outDir, config, layout, tokenizerModelPath: tok);
             Console.WriteLine($"wrote {parse.GetValue(output)}: {config.ParameterCount / 1e6:F1}M parameters, {d}");
             return 0;
         });

@@ -25,7 +25,10 @@ public static class RunCommand
     private static int Run(string specPath, string? model, string shardText, string resultsDir, bool noTable)
     {
         var spec = ExperimentSpec.Load(specPath);
+        spec.Validate();
         var shard = Shard.Parse(shardText);
+        // The pages regenerated after the run are checked now, so a results folder that cannot take them fails before the work.
+        if (!noTable) ResultTables.CheckCanRegenerate(resultsDir, spec.Name);
         bool interactive = AnsiConsole.Profile.Capabilities.Interactive && !Console.IsOutputRedirected;
         string command = "gpuintlab run " + string.Join(' ', Environment.GetCommandLineArgs().Skip(2));
         var runner = new ExperimentRunner();

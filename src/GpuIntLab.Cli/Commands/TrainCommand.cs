@@ -43,14 +43,24 @@ public static class TrainCommand
                 EvalEvery = parse.GetValue(evalEvery), Threads = parse.GetValue(threads),
             };
             string kind = parse.GetValue(tokenizer)!;
+            // Everything that can be refused is refused here, before the corpus, the tokenizer or any step.
+            TrainOptionsCheck.Validate(o, kind, kind == "bytes" ? new ByteTokenizer().VocabSize : o.VocabSize);
+            string outDir = parse.GetValue(output)!;
+            OutputPaths.CheckFolder(outDir, "--output");
             Func<IReadOnlyList<string>, ITrainingTokenizer> make = kind switch
             {
                 "bytes" => _ => new ByteTokenizer(),
-                "bpe" => stories => TokenizerFactory.TrainBpe(stories, o.VocabSize),
-                _ => throw new ArgumentException($"--tokenizer must be bpe or bytes, got '{kind}'"),
+                _ => stories =>
+                {
+                    try { return TokenizerFactory.TrainBpe(stories, o.VocabSize); }
+                    catch (InvalidOperationException e) when (e.Message.StartsWith("the corpus is too small", StringComparison.Ordinal))
+                    {
+                        throw new TrainingInputException($"--corpus-chars/--vocab: {e.Message}");
+                    }
+                },
             };
             string line = "gpuintlab " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1));
-            TrainingRun.Run(o, parse.GetValue(output)!, make, line, Console.WriteLine);
+            TrainingRun.Run(o, outDir, make, line, Console.WriteLine);
             return 0;
         });
         return command;

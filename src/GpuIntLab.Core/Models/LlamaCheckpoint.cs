@@ -188,22 +188,8 @@ public sealed class LlamaCheckpoint : IDisposable
 
     private static List<string> ShardPaths(string folder)
     {
-        string index = Path.Combine(folder, "model.safetensors.index.json");
-        if (File.Exists(index))
-        {
-            try
-            {
-                using var doc = JsonDocument.Parse(File.ReadAllText(index));
-                if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
-                    throw new ModelLoadException($"{index}: no 'weight_map' object");
-                var shards = map.EnumerateObject().Select(p => p.Value.GetString()
-                    ?? throw new ModelLoadException($"{index}: weight_map entry '{p.Name}' is not a file name")).Distinct().Order(StringComparer.Ordinal).ToList();
-                foreach (var s in shards)
-                    if (!File.Exists(Path.Combine(folder, s))) throw new ModelLoadException($"{Path.Combine(folder, s)}: shard named in {index} not found");
-                return shards.Select(s => Path.Combine(folder, s)).ToList();
-            }
-            catch (JsonException e) { throw new ModelLoadException($"{index}: not valid JSON ({e.Message})", e); }
-        }
+        string index = Path.Combine(folder, SafetensorsIndex.FileName);
+        if (File.Exists(index)) return SafetensorsIndex.ShardPaths(folder, index);
         var all = Directory.GetFiles(folder, "*.safetensors").Order(StringComparer.Ordinal).ToList();
         if (all.Count == 0) throw new ModelLoadException($"{folder}: no *.safetensors file found");
         return all;

@@ -105,6 +105,7 @@ public sealed record LlamaConfig
         {
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw new ModelLoadException($"{path}: not a JSON object");
+            if (JsonStrings.FirstUndecodable(root) is string undecodable) throw new ModelLoadException($"{path}: {undecodable} is not valid Unicode text (a lone surrogate escape)");
             ModelLoadException Bad(string field, string problem) => new($"{path}: field '{field}' {problem}");
             JsonElement? Field(JsonElement obj, string name) =>
                 obj.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;

@@ -93,8 +93,9 @@ public sealed unsafe class NativeModelFile : ITensorStore
                 blobs.Add((name, info.DataOffset, info.ByteLength, t.GetProperty("sha256").GetString()!));
             }
             foreach (var (name, offset, len, _) in blobs)
-                if (offset < HeaderStart + (long)headerLength || len < 0 || offset + len > length)
-                    throw new ModelLoadException(Bad($"'{name}' spans bytes [{offset}, {offset + len}) but the file has {length} (truncated?)"));
+                // Compared without adding offset + len, which wraps round for an offset near 2^63 and would pass.
+                if (offset < HeaderStart + (long)headerLength || offset > length || len < 0 || len > length - offset)
+                    throw new ModelLoadException(Bad($"'{name}' claims {len} bytes at offset {offset} but the file has {length} (truncated?)"));
             // Every blob's checksum, in parallel: a flipped bit anywhere is reported, never computed with.
             // Read through the file handle, not the mapping, so verifying does not fault the whole file into the process.
             string? mismatch = null;

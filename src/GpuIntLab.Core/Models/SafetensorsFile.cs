@@ -61,6 +61,9 @@ public sealed unsafe class SafetensorsFile : ITensorStore
 
     private static (Dictionary<string, TensorInfo>, Dictionary<string, string>) ParseHeader(string path, ReadOnlySpan<byte> header, long dataLength)
     {
+        // The JSON reader checks UTF-8 only when a string is read, and then throws a non-JSON exception: check it all first.
+        if (System.Text.Unicode.Utf8.IsValid(header) is false)
+            throw new ModelLoadException($"{path}: malformed safetensors: header is not valid UTF-8");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header.ToArray()); }
         catch (JsonException e) { throw new ModelLoadException($"{path}: malformed safetensors: header is not valid JSON ({e.Message})", e); }
@@ -68,6 +71,8 @@ public sealed unsafe class SafetensorsFile : ITensorStore
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new ModelLoadException($"{path}: malformed safetensors: header is not a JSON object");
+            if (JsonStrings.FirstUndecodable(doc.RootElement) is string undecodable)
+                throw new ModelLoadException($"{path}: malformed safetensors: header {undecodable} is not valid Unicode text (a lone surrogate escape)");
             var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
             var ranges = new List<(long Start, long End, string Name)>();
@@ -110,12 +115,15 @@ public sealed unsafe class SafetensorsFile : ITensorStore
         }
         if (!e.TryGetProperty("data_offsets", out var offEl) || offEl.ValueKind != JsonValueKind.Array || offEl.GetArrayLength() != 2)
             throw new ModelLoadException($"{Where()} has no [begin, end] data_offsets");
-        if (!offEl[0].TryGetInt64(out long begin) || !offEl[1].TryGetInt64(out long end) || begin < 0 || end < begin)
-            throw new ModelLoadException($"{Where()} has invalid data_offsets {offEl}");
+        // TryGetInt64 throws on a non-number, so the kind is checked first: a string offset is a malformed field, not a crash.
+        if (offEl[0].ValueKind != JsonValueKind.Number || offEl[1].ValueKind != JsonValueKind.Number
+            || !offEl[0].TryGetInt64(out long begin) || !offEl[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+            throw new ModelLoadException($"{Where()} has invalid data_offsets {offEl} (expected two integers 0 <= begin <= end)");
         if (end > dataLength)
             throw new ModelLoadException($"{Where()} data ends at byte {end} but the file holds only {dataLength} data bytes (truncated file?)");
-        long count = shape.Aggregate(1L, (a, b) => a * b);
-        long expected = count * TensorDtypeInfo.SizeOf(dtype);
+        long expected;
+        try { expected = checked(shape.Aggregate(1L, (a, b) => checked(a * b)) * TensorDtypeInfo.SizeOf(dtype)); }
+        catch (OverflowException) { throw new ModelLoadException($"{Where()} has shape [{string.Join(", ", shape)}], more than 2^63 bytes of {dtypeName}"); }
         if (end - begin != expected)
             throw new ModelLoadException($"{Where()} spans {end - begin} bytes but shape [{string.Join(", ", shape)}] of {dtypeName} needs {expected}");
         return new TensorInfo(name, dtype, shape.ToArray(), begin, end - begin, path);

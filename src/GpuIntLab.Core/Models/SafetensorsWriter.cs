@@ -15,6 +15,26 @@ public static class SafetensorsWriter
 {
     public static void Write(string path, IReadOnlyList<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
+        foreach (var t in tensors)
+        {
+            long expected = ByteLength(t.Dtype, t.Shape);
+            if (t.Data.Length != expected)
+                throw new ArgumentException($"tensor '{t.Name}': {t.Data.Length} bytes for shape [{string.Join(", ", t.Shape)}] of {t.Dtype} (expected {expected})");
+        }
+        var byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        Write(path, tensors.Select(t => (t.Name, t.Dtype, t.Shape)).ToList(), (name, stream) => stream.Write(byName[name].Data), metadata);
+    }
+
+    /// <summary>The bytes a tensor of this dtype and shape takes.</summary>
+    public static long ByteLength(TensorDtype dtype, int[] shape) => shape.Aggregate(1L, (a, b) => checked(a * b)) * TensorDtypeInfo.SizeOf(dtype);
+
+    /// <summary>
+    /// Streaming form: the header is built from names, dtypes and shapes alone, then <paramref name="writeData"/>
+    /// writes each tensor's bytes in order, so no more than one tensor need be in memory at a time.
+    /// </summary>
+    public static void Write(string path, IReadOnlyList<(string Name, TensorDtype Dtype, int[] Shape)> tensors, Action<string, Stream> writeData,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
         using var stream = new MemoryStream();
         using (var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = false }))
         {
@@ -22,9 +42,7 @@ public static class SafetensorsWriter
             long offset = 0;
             foreach (var t in tensors)
             {
-                long expected = t.Shape.Aggregate(1L, (a, b) => a * b) * TensorDtypeInfo.SizeOf(t.Dtype);
-                if (t.Data.Length != expected)
-                    throw new ArgumentException($"tensor '{t.Name}': {t.Data.Length} bytes for shape [{string.Join(", ", t.Shape)}] of {t.Dtype} (expected {expected})");
+                long length = ByteLength(t.Dtype, t.Shape);
                 json.WritePropertyName(t.Name);
                 json.WriteStartObject();
                 json.WriteString("dtype", TensorDtypeInfo.SafetensorsName(t.Dtype));
@@ -33,10 +51,10 @@ public static class SafetensorsWriter
                 json.WriteEndArray();
                 json.WriteStartArray("data_offsets");
                 json.WriteNumberValue(offset);
-                json.WriteNumberValue(offset + t.Data.Length);
+                json.WriteNumberValue(offset + length);
                 json.WriteEndArray();
                 json.WriteEndObject();
-                offset += t.Data.Length;
+                offset += length;
             }
             json.WritePropertyName("__metadata__");
             json.WriteStartObject();
@@ -53,6 +71,13 @@ public static class SafetensorsWriter
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Count);
         file.Write(len);
         file.Write(header.ToArray());
-        foreach (var t in tensors) file.Write(t.Data);
+        foreach (var t in tensors)
+        {
+            long before = file.Position;
+            writeData(t.Name, file);
+            long expected = ByteLength(t.Dtype, t.Shape);
+            if (file.Position - before != expected)
+                throw new InvalidOperationException($"tensor '{t.Name}': {file.Position - before} bytes written for shape [{string.Join(", ", t.Shape)}] of {t.Dtype} (expected {expected})");
+        }
     }
 }

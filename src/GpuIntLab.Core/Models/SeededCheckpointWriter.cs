@@ -80,10 +80,15 @@ public static class SeededCheckpointWriter
         rule ??= SeededRule.Llama2Conformance;
         Directory.CreateDirectory(folder);
         var rng = new SplitMix64(seed);
-        var tensors = new List<TensorToWrite>();
-        // The stream always draws lm_head last, so a tied folder differs only by omitting it.
-        foreach (var (name, shape) in LlamaCheckpoint.ExpectedTensors(config with { TieWordEmbeddings = false }, includeLmHead: true))
+        // The stream always draws lm_head last, so a tied folder differs only by omitting it (its draws, last, are never needed).
+        var tensors = LlamaCheckpoint.ExpectedTensors(config with { TieWordEmbeddings = false }, includeLmHead: true)
+            .Where(t => !(layout.Tied && t.Name == LlamaCheckpoint.LmHeadName))
+            .Select(t => (t.Name, layout.Dtype, t.Shape)).ToList();
+        var shapes = tensors.ToDictionary(t => t.Name, t => t.Shape, StringComparer.Ordinal);
+        // Tensors are generated one at a time, in stream order, as the files are written: memory holds one tensor, not the model.
+        void Generate(string name, Stream destination)
         {
+            var shape = shapes[name];
             long count = shape.Aggregate(1L, (a, b) => a * b);
             var data = new byte[count * TensorDtypeInfo.SizeOf(layout.Dtype)];
             bool isNorm = name.EndsWith("layernorm.weight", StringComparison.Ordinal) || name.EndsWith("_norm.weight", StringComparison.Ordinal)
@@ -99,15 +104,14 @@ public static class SeededCheckpointWriter
                 else { numerator = (int)(r % 511) - 255; log2Denominator = log2; }
                 WriteExact(layout.Dtype, data, i, numerator, log2Denominator);
             }
-            if (layout.Tied && name == LlamaCheckpoint.LmHeadName) continue;
-            tensors.Add(new TensorToWrite(name, layout.Dtype, shape, data));
+            destination.Write(data);
         }
 
         string dtypeName = layout.Dtype switch { TensorDtype.BF16 => "bfloat16", TensorDtype.F16 => "float16", _ => "float32" };
         File.WriteAllText(Path.Combine(folder, "config.json"), (config with { TieWordEmbeddings = layout.Tied }).ToJson(dtypeName));
         if (layout.Shards <= 1)
         {
-            SafetensorsWriter.Write(Path.Combine(folder, "model.safetensors"), tensors);
+            SafetensorsWriter.Write(Path.Combine(folder, "model.safetensors"), tensors, Generate);
         }
         else
         {
@@ -117,12 +121,12 @@ public static class SeededCheckpointWriter
             {
                 string file = $"model-{s + 1:D5}-of-{layout.Shards:D5}.safetensors";
                 var part = tensors.Skip(s * per).Take(per).ToList();
-                SafetensorsWriter.Write(Path.Combine(folder, file), part);
+                SafetensorsWriter.Write(Path.Combine(folder, file), part, Generate);
                 foreach (var t in part) weightMap[t.Name] = file;
             }
             var index = new Dictionary<string, object>
             {
-                ["metadata"] = new Dictionary<string, long> { ["total_size"] = tensors.Sum(t => (long)t.Data.Length) },
+                ["metadata"] = new Dictionary<string, long> { ["total_size"] = TotalBytes(config, layout) },
                 ["weight_map"] = weightMap,
             };
             File.WriteAllText(Path.Combine(folder, "model.safetensors.index.json"),
@@ -131,7 +135,11 @@ public static class SeededCheckpointWriter
         if (tokenizerModelPath != null) File.Copy(tokenizerModelPath, Path.Combine(folder, "tokenizer.model"), overwrite: true);
     }
 
-    /// <summary>Encodes numerator / 2^log2Denominator (|numerator| &lt; 2^9) exactly in the dtype, by bits.</summary>
+    /// <summary>The weight bytes <see cref="Write"/> writes for this config and layout (checked: a shape that overflows throws).</summary>
+    public static long TotalBytes(LlamaConfig config, SeededCheckpointLayout layout) =>
+        LlamaCheckpoint.ExpectedTensors(config with { TieWordEmbeddings = false }, includeLmHead: !layout.Tied)
+            .Sum(t => SafetensorsWriter.ByteLength(layout.Dtype, t.Shape));
+
     private static void WriteExact(TensorDtype dtype, byte[] data, long index, int numerator, int log2Denominator)
     {
         switch (dtype)
