@@ -42,8 +42,9 @@ public sealed record LlamaConfig
     public required bool TieWordEmbeddings { get; init; }
     /// <summary>BOS id, or null when the model has none (Qwen prompts get no BOS).</summary>
     public int? BosTokenId { get; init; } = 1;
-    /// <summary>End-of-sequence ids (Llama 3.2 has three); empty when the config names none.</summary>
-    public IReadOnlyList<int> EosTokenIds { get; init; } = [2];
+    private readonly TokenIdList _eosTokenIds = new([2]);
+    /// <summary>End-of-sequence ids (Llama 3.2 has three); empty when the config names none. Compared by value.</summary>
+    public IReadOnlyList<int> EosTokenIds { get => _eosTokenIds; init => _eosTokenIds = new TokenIdList(value); }
     public string? TorchDtype { get; init; }
 
     private readonly int? _headDim;
@@ -330,4 +331,23 @@ public sealed record LlamaConfig
         o["torch_dtype"] = torchDtype;
         return JsonSerializer.Serialize(o, new JsonSerializerOptions { WriteIndented = true });
     }
+}
+
+/// <summary>A list of token ids with value equality, so configs holding one compare by their contents.</summary>
+public sealed class TokenIdList(IEnumerable<int> ids) : IReadOnlyList<int>, IEquatable<TokenIdList>
+{
+    private readonly int[] _ids = ids.ToArray();
+    public int this[int index] => _ids[index];
+    public int Count => _ids.Length;
+    public IEnumerator<int> GetEnumerator() => ((IEnumerable<int>)_ids).GetEnumerator();
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    public bool Equals(TokenIdList? other) => other is not null && _ids.AsSpan().SequenceEqual(other._ids);
+    public override bool Equals(object? obj) => Equals(obj as TokenIdList);
+    public override int GetHashCode()
+    {
+        var hash = new HashCode();
+        foreach (int id in _ids) hash.Add(id);
+        return hash.ToHashCode();
+    }
+    public override string ToString() => "[" + string.Join(", ", _ids) + "]";
 }
