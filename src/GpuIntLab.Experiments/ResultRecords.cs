@@ -76,7 +76,8 @@ public sealed class ResultWriter : IDisposable
         _writer = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read));
     }
 
-    public void Write(ResultRecord record)
+    /// <summary>Any record type of the results file (result, corpus, paired) as one line.</summary>
+    public void Write<TRecord>(TRecord record)
     {
         _writer.WriteLine(JsonSerializer.Serialize(record, ResultRecord.Json));
         _writer.Flush();
