@@ -140,6 +140,7 @@ public static class ResultTables
     public static List<string> Regenerate(string resultsDirectory, Action<string>? warn = null)
     {
         var records = ResultReader.ReadAll(Path.Combine(resultsDirectory, "runs"), warn);
+        var corpus = CorpusResults.Merge(CorpusResults.ReadAll(Path.Combine(resultsDirectory, "runs")).Corpus);
         var headers = records.Where(r => r.Type == "run").ToList();
         var written = new List<string>();
         var index = new StringBuilder();
@@ -150,7 +151,8 @@ public static class ResultTables
         foreach (var (experiment, cells) in LatestCells(records).OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             string file = Path.Combine(resultsDirectory, experiment + ".md");
-            File.WriteAllText(file, ExperimentMarkdown(experiment, cells, headers));
+            var corpusRows = CorpusTables.Ordered(corpus.Where(c => c.Experiment == experiment), Summarize(cells));
+            File.WriteAllText(file, ExperimentMarkdown(experiment, cells, headers) + CorpusTables.Markdown(experiment, corpusRows, Path.Combine(resultsDirectory, "plots")));
             written.Add(file);
             index.AppendLine($"## [{experiment}]({experiment}.md)");
             index.AppendLine();

@@ -285,6 +285,20 @@ public class CorpusEvaluationTests
         Assert.Equal(4, readCorpus.Count);
         Assert.Equal(6, readPaired.Count);
 
+        // The table shows the figures with their errors and the verdict; the plots are written.
+        string results = Path.Combine(dir, "results");
+        var plots = ResultPlots.Regenerate(results);
+        Assert.Contains(Path.Combine(results, "plots", "corpus-run-kl-cdf.png"), plots);
+        Assert.Contains(Path.Combine(results, "plots", "corpus-run-same-top1.png"), plots);
+        Assert.Contains(Path.Combine(results, "plots", "corpus-run-frontier.png"), plots);
+        ResultTables.Regenerate(results);
+        string page = File.ReadAllText(Path.Combine(results, "corpus-run.md"));
+        Assert.Contains("## Corpus evaluation", page);
+        Assert.Contains($"| scaled | small | 8 | 40 | {small.KlMean.ToString("0.00e+00", System.Globalization.CultureInfo.InvariantCulture)} ± ", page);
+        Assert.Contains("| scaled/small | scaled/large | 8 |", page);
+        Assert.Contains("scaled/small KL lower than scaled/large", page);
+        Assert.Contains("![corpus-run-kl-cdf.png](plots/corpus-run-kl-cdf.png)", page);
+
         // A second run finds every chunk's baseline cached.
         var again = Run(spec, dir);
         Assert.All(again.Corpus, c => Assert.Equal(0, c.BaselineCacheMisses));
