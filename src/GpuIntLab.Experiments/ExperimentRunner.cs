@@ -155,7 +155,7 @@ public sealed class ExperimentRunner
                         try
                         {
                             var c = corpus!.Evaluate(engine, provider.Name, scheme, (done, total) =>
-                                options.Progress?.Invoke(new RunProgress(corpusCell, cellCount, provider.Name, scheme, "corpus", "corpus chunks", done, total, null)));
+                                options.Progress?.Invoke(new RunProgress(corpusCell, cellCount + units.Count, provider.Name, scheme, "corpus", "chunks", done, total, null)));
                             c.RunId = runId; c.Experiment = spec.Name; c.TimestampUtc = DateTime.UtcNow.ToString("o"); c.Shard = options.Shard.ToString();
                             corpusRecords.Add(c); writer.Write(c);
                         }
