@@ -196,6 +196,13 @@ public class CorpusEvaluationTests
         Assert.Equal(4, m.Count[1][(int)StepStage.SwiGlu]);
         Assert.Equal((1, "SwiGlu", 0.02), (m.Worst()!.Value.Layer, m.Worst()!.Value.Stage, Math.Round(m.Worst()!.Value.RelativeError, 12)));
 
+        // The heatmap of a record carrying this matrix is drawn, and the table names the worst stage.
+        var record = new CorpusRecord { Experiment = "fake", Backend = "fake", Scheme = "s", CorpusHash = "0123456789abcdef", Context = 8, Attribution = m };
+        record.Fill([ChunkScore.Of(0, [[Math.Log(0.5), Math.Log(0.5)]], [[0.0, 1.0]], [0]), ChunkScore.Of(1, [[Math.Log(0.5), Math.Log(0.5)]], [[0.0, 2.0]], [1])]);
+        string plots = TestData.TempDir("attribution-plots");
+        Assert.Contains(Path.Combine(plots, "fake-attribution-fake-s.png"), CorpusPlots.Regenerate(plots, "fake", [record], []));
+        Assert.Contains("fake/s: largest at layer 1, SwiGlu (2.00e-02)", CorpusTables.Markdown("fake", [record], plots));
+
         // Sums merge by addition: twice the same evidence, same relative error.
         var twice = StageErrorMatrix.Empty(3);
         twice.Add(m); twice.Add(m);
