@@ -37,10 +37,17 @@ public sealed record RunOptions
     /// <summary>Backend lookup; the catalog by default (tests substitute failing or fake backends).</summary>
     public Func<string, IEngineProvider?> FindBackend { get; init; } = BackendCatalog.Find;
     public IEnumerable<string> KnownBackends { get; init; } = BackendCatalog.All.Select(p => p.Name);
+    /// <summary>Where the oracle's corpus baselines are cached; null: a <c>cache/oracle-baseline</c> folder beside the runs folder.</summary>
+    public string? CacheDirectory { get; init; }
 }
 
 /// <summary>What a run wrote.</summary>
-public sealed record RunSummary(string RunId, string ResultsFile, List<ResultRecord> Records);
+public sealed record RunSummary(string RunId, string ResultsFile, List<ResultRecord> Records)
+{
+    /// <summary>The corpus lines (one per backend x scheme evaluated) and the paired verdicts between them.</summary>
+    public List<CorpusRecord> Corpus { get; init; } = [];
+    public List<PairedRecord> Paired { get; init; } = [];
+}
 
 /// <summary>
 /// Runs an experiment: the oracle's greedy ids and logits per prompt are the baseline; each backend x
@@ -61,6 +68,7 @@ public sealed class ExperimentRunner
         using var checkpoint = LlamaCheckpoint.Open(modelDir);
         var tokenizer = checkpoint.LoadTokenizer();
         var prompts = spec.Prompts.Select(p => (Spec: p, Ids: Encode(p.Text, p.Ids, tokenizer, modelDir, $"prompt '{p.Name}'"))).ToList();
+        var corpusChunks = spec.Corpus?.Load(spec.SourcePath, checkpoint.Config, tokenizer);
         var calibration = spec.CalibrationPrompts.Select((t, i) => Encode(t, null, tokenizer, modelDir, $"calibration prompt {i}")).ToList();
         SpecChecks.CheckAgainstModel(spec, checkpoint.Config, prompts, calibration);
 
@@ -80,17 +88,22 @@ public sealed class ExperimentRunner
         int cellCount = units.Count * prompts.Count;
         var baselines = new Dictionary<string, OracleBaseline>();
         OracleEngine? oracle = null;
+        OracleEngine Oracle() => oracle ??= new OracleEngine(checkpoint, spec.Threads > 0 ? spec.Threads : Environment.ProcessorCount);
+        var corpus = corpusChunks == null ? null : new CorpusEvaluation(corpusChunks, spec.Corpus!.ResolvePath(spec.SourcePath),
+            OracleBaselineCache.ModelContentHash(modelDir), options.CacheDirectory ?? Path.Combine(options.ResultsDirectory, "..", "cache", "oracle-baseline"),
+            options.Shard, Oracle);
+        var corpusRecords = new List<CorpusRecord>();
         try
         {
             OracleBaseline Baseline(int promptIndex)
             {
                 var (p, ids) = prompts[promptIndex];
                 if (baselines.TryGetValue(p.Name, out var b)) return b;
-                oracle ??= new OracleEngine(checkpoint, spec.Threads > 0 ? spec.Threads : Environment.ProcessorCount);
+                var exact = Oracle();
                 options.Progress?.Invoke(new RunProgress(-1, cellCount, "oracle", "baseline", p.Name, "baseline", 0, spec.NewTokens, null));
                 var logits = new List<double[]>();
-                var generated = Greedy.Generate(oracle, ids, spec.NewTokens, onToken: (_, l) => logits.Add(l));
-                oracle.Reset();
+                var generated = Greedy.Generate(exact, ids, spec.NewTokens, onToken: (_, l) => logits.Add(l));
+                exact.Reset();
                 return baselines[p.Name] = new OracleBaseline(generated.ToArray(), logits.ToArray());
             }
 
@@ -98,7 +111,8 @@ public sealed class ExperimentRunner
             {
                 var (provider, scheme) = units[u];
                 var cells = Enumerable.Range(0, prompts.Count).Where(pi => options.Shard.Owns(u * prompts.Count + pi)).ToList();
-                if (cells.Count == 0) continue;
+                bool corpusHere = corpus is { OwnedChunks.Count: > 0 };
+                if (cells.Count == 0 && !corpusHere) continue;
                 ResultRecord Error(int promptIndex, string message)
                 {
                     var e = Base("error");
@@ -131,11 +145,30 @@ public sealed class ExperimentRunner
                             Emit(Error(pi, $"{ex.GetType().Name}: {ex.Message}"));
                         }
                     }
+                    if (corpusHere)
+                    {
+                        int corpusCell = cellCount + u;
+                        try
+                        {
+                            var c = corpus!.Evaluate(engine, provider.Name, scheme, (done, total) =>
+                                options.Progress?.Invoke(new RunProgress(corpusCell, cellCount + units.Count, provider.Name, scheme, "corpus", "chunks", done, total, null)));
+                            c.RunId = runId; c.Experiment = spec.Name; c.TimestampUtc = DateTime.UtcNow.ToString("o"); c.Shard = options.Shard.ToString();
+                            corpusRecords.Add(c); writer.Write(c);
+                        }
+                        catch (Exception ex) when (ex is not OutOfMemoryException and not ExperimentSpecException)
+                        {
+                            var e = Base("error");
+                            e.Backend = provider.Name; e.Scheme = scheme; e.Prompt = "corpus"; e.Error = $"{ex.GetType().Name}: {ex.Message}";
+                            Emit(e);
+                        }
+                    }
                 }
             }
         }
         finally { oracle?.Dispose(); }
-        return new RunSummary(runId, resultsFile, records);
+        var paired = PairedRecord.AllPairs(corpusRecords);
+        foreach (var p in paired) { p.RunId = runId; p.TimestampUtc = DateTime.UtcNow.ToString("o"); writer.Write(p); }
+        return new RunSummary(runId, resultsFile, records) { Corpus = corpusRecords, Paired = paired };
     }
 
     private static int[] Encode(string? text, int[]? ids, ITokenizer? tokenizer, string modelDir, string what)

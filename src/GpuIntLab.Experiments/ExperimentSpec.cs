@@ -39,6 +39,8 @@ public sealed class ExperimentSpec
     [JsonPropertyName("accelerator")] public string Accelerator { get; set; } = "auto";
     [JsonPropertyName("threads")] public int Threads { get; set; }
     [JsonPropertyName("smoothquant_alpha")] public double SmoothQuantAlpha { get; set; } = 0.5;
+    /// <summary>Optional corpus evaluated teacher-forced for every backend x scheme (KL, same top-1, perplexity ratio).</summary>
+    [JsonPropertyName("corpus")] public CorpusSpec? Corpus { get; set; }
 
     [JsonIgnore] public string SourcePath { get; private set; } = "";
 
@@ -99,6 +101,7 @@ public sealed class ExperimentSpec
         if (Warmup < 0) throw new ExperimentSpecException($"{where}: warmup must be 0 or more");
         if (Accelerator is not ("auto" or "cpu" or "cuda")) throw new ExperimentSpecException($"{where}: accelerator must be auto, cpu or cuda (got '{Accelerator}')");
         SpecChecks.CheckValues(this);
+        Corpus?.Validate(where);
     }
 
     public EngineOptions EngineOptionsFor(string scheme, IReadOnlyList<int[]> calibration) =>

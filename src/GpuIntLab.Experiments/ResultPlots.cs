@@ -11,10 +11,12 @@ public static class ResultPlots
         string plots = Path.Combine(resultsDirectory, "plots");
         ResultsStore.PrepareFolder(plots, "plots folder");
         var written = new List<string>();
+        var corpus = CorpusResults.Merge(CorpusResults.ReadAll(Path.Combine(resultsDirectory, "runs")).Corpus);
         foreach (var (experiment, cells) in ResultTables.LatestCells(records, warn))
         {
             if (SafeNames.Problem(experiment) is string bad) throw new ResultsFileException($"{resultsDirectory}: experiment {bad}");
             var rows = ResultTables.Summarize(cells).Where(r => r.Error == null).ToList();
+            written.AddRange(CorpusPlots.Regenerate(plots, experiment, CorpusTables.Ordered(corpus.Where(c => c.Experiment == experiment), rows), rows));
             if (rows.Count == 0) continue;
             written.Add(Bars(Path.Combine(plots, $"{experiment}-token-match.png"), $"{experiment}: token match vs oracle",
                 "% of greedy tokens equal to the oracle's",

@@ -79,7 +79,8 @@ public sealed class ResultWriter : IDisposable
         _stream = new FileStream(path, createNew ? FileMode.CreateNew : FileMode.Append, FileAccess.Write, FileShare.Read, bufferSize: 0);
     }
 
-    public void Write(ResultRecord record)
+    /// <summary>Any record type of the results file (result, corpus, paired) as one line.</summary>
+    public void Write<TRecord>(TRecord record)
     {
         _stream.Write(System.Text.Encoding.UTF8.GetBytes(JsonSerializer.Serialize(record, ResultRecord.Json) + "\n"));
         _stream.Flush();
@@ -105,6 +106,8 @@ public static class ResultReader
                 try
                 {
                     var r = JsonSerializer.Deserialize<ResultRecord>(line, ResultRecord.Json);
+                    // Corpus and paired lines share the files; CorpusResults reads (and checks) those.
+                    if (r?.Type is CorpusRecord.TypeName or PairedRecord.TypeName) continue;
                     if (ResultsStore.RecordProblem(r) is string problem) warn?.Invoke($"{file}:{lineNumber}: skipped malformed record ({problem})");
                     else records.Add(r!);
                 }

@@ -148,6 +148,7 @@ public static class ResultTables
     public static List<string> Regenerate(string resultsDirectory, Action<string>? warn = null)
     {
         var records = ResultReader.ReadAll(Path.Combine(resultsDirectory, "runs"), warn);
+        var corpus = CorpusResults.Merge(CorpusResults.ReadAll(Path.Combine(resultsDirectory, "runs")).Corpus);
         var headers = records.Where(r => r.Type == "run").ToList();
         var written = new List<string>();
         var index = new StringBuilder();
@@ -164,7 +165,8 @@ public static class ResultTables
         foreach (var (experiment, cells) in latest.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             string file = Path.Combine(resultsDirectory, experiment + ".md");
-            ResultsStore.WriteTextAtomically(file, ExperimentMarkdown(experiment, cells, headers));
+            var corpusRows = CorpusTables.Ordered(corpus.Where(c => c.Experiment == experiment), Summarize(cells));
+            ResultsStore.WriteTextAtomically(file, ExperimentMarkdown(experiment, cells, headers) + CorpusTables.Markdown(experiment, corpusRows, Path.Combine(resultsDirectory, "plots")));
             written.Add(file);
             index.AppendLine($"## [{experiment}]({experiment}.md)");
             index.AppendLine();

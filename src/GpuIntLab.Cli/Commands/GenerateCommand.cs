@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
+using GpuIntLab.Backends;
 using GpuIntLab.Core.Inference;
 using GpuIntLab.Core.Models;
 using GpuIntLab.Core.Tokenization;
@@ -8,7 +9,7 @@ using GpuIntLab.Oracle;
 
 namespace GpuIntLab.Cli.Commands;
 
-/// <summary><c>gpuintlab generate</c>: greedy generation with the oracle or the float64 reference engine.</summary>
+/// <summary><c>gpuintlab generate</c>: greedy generation with any engine (the oracle, the float64 reference, or any backend x scheme).</summary>
 public static class GenerateCommand
 {
     public static Command Create()
@@ -17,15 +18,17 @@ public static class GenerateCommand
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text (encoded with the model's tokenizer, with the special tokens it adds (BOS for Llama))" };
         var promptIds = new Option<string?>("--prompt-ids") { Description = "Prompt as token ids separated by spaces or commas, used as given" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Greedy tokens to generate", DefaultValueFactory = _ => 20 };
-        var engine = new Option<string>("--engine") { Description = "oracle (Q16.48, exact) or reference (float64)", DefaultValueFactory = _ => "oracle" };
+        var engine = new Option<string>("--engine") { Description = "oracle (Q16.48, exact), reference (float64) or any backend (see `gpuintlab backends`)", DefaultValueFactory = _ => "oracle" };
+        var scheme = new Option<string?>("--scheme") { Description = "The backend's quantization scheme (default: its first; see `gpuintlab backends`)" };
+        var accelerator = new Option<string>("--accelerator") { Description = "auto, cpu or cuda", DefaultValueFactory = _ => "auto" };
         var threads = new Option<int>("--threads") { Description = "Threads for the matmuls (results are bit-identical for any count)", DefaultValueFactory = _ => Environment.ProcessorCount };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text" };
-        var command = new Command("generate", "Greedy generation with the Q16.48 oracle or the float64 reference engine.")
+        var command = new Command("generate", "Greedy generation with the Q16.48 oracle, the float64 reference engine or any backend x scheme.")
         {
-            model, prompt, promptIds, maxNew, engine, threads, json,
+            model, prompt, promptIds, maxNew, engine, scheme, accelerator, threads, json,
         };
         command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(prompt), parse.GetValue(promptIds), parse.GetValue(maxNew),
-            parse.GetValue(engine)!, parse.GetValue(threads), parse.GetValue(json)));
+            parse.GetValue(engine)!, parse.GetValue(scheme), parse.GetValue(accelerator)!, parse.GetValue(threads), parse.GetValue(json)));
         return command;
     }
 
@@ -39,7 +42,7 @@ public static class GenerateCommand
         return ids;
     }
 
-    private static int Run(string modelDir, string? promptText, string? promptIdsText, int maxNewTokens, string engineName, int threads, bool asJson)
+    private static int Run(string modelDir, string? promptText, string? promptIdsText, int maxNewTokens, string engineName, string? scheme, string accelerator, int threads, bool asJson)
     {
         if (promptText == null && promptIdsText == null) throw new UserInputException("give --prompt TEXT or --prompt-ids IDS");
         if (promptText != null && promptIdsText != null) throw new UserInputException("give --prompt TEXT or --prompt-ids IDS, not both (the ids would run while the text is reported)");
@@ -56,7 +59,8 @@ public static class GenerateCommand
         if ((long)promptIds.Length + maxNewTokens > checkpoint.Config.MaxPositionEmbeddings)
             throw new UserInputException($"prompt of {promptIds.Length} tokens + {maxNewTokens} new tokens exceeds the context of {checkpoint.Config.MaxPositionEmbeddings}");
 
-        using var engine = EngineFactory.Create(engineName, checkpoint, threads);
+        // SmoothQuant calibrates on the prompt itself: generate has no separate calibration set.
+        using var engine = EngineFactory.Create(engineName, checkpoint, threads, scheme, accelerator, [promptIds]);
         using var hash = new LogitsHash();
         var generated = new List<int>();
         if (!asJson)
@@ -98,6 +102,9 @@ public static class GenerateCommand
             {
                 ["engine"] = engine.Info.Name,
                 ["format"] = engine.Info.Format,
+                ["scheme"] = engine.Info.Scheme,
+                ["accelerator"] = engine.Info.Accelerator,
+                ["logits_hashed"] = ExactRawLogits.Last(engine) != null ? "raw Q16.48 int64" : "float64 bits",
                 ["threads"] = threads,
                 ["model"] = Path.GetFullPath(modelDir),
                 ["prompt"] = promptText,
@@ -120,10 +127,10 @@ public static class GenerateCommand
         return 0;
     }
 
-    /// <summary>The oracle hashes its raw int64 logits; float engines hash their float64 bit patterns.</summary>
+    /// <summary>Exact engines (oracle, INT64 backends) hash their raw int64 logits, so they hash equal when bit-identical; float engines hash their float64 bit patterns.</summary>
     private static void AppendHash(LogitsHash hash, IInferenceEngine engine, double[] logits)
     {
-        if (engine is OracleEngine oracle) { hash.Append(oracle.LastRawLogits); return; }
+        if (ExactRawLogits.Last(engine) is { } raw) { hash.Append(raw); return; }
         var bits = new long[logits.Length];
         for (int i = 0; i < logits.Length; i++) bits[i] = BitConverter.DoubleToInt64Bits(logits[i]);
         hash.Append(bits);

@@ -11,7 +11,7 @@ public static class RunCommand
     {
         var spec = new Argument<string>("spec") { Description = "Experiment file, e.g. experiments/default.json" };
         var model = new Option<string?>("--model") { Description = "Model folder overriding the spec's (e.g. a local TinyLlama-1.1B-Chat folder)" };
-        var shard = new Option<string>("--shard") { Description = "Run only slice i of N of the backend x scheme x prompt matrix (e.g. 0/4; Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)", DefaultValueFactory = _ => "0/1" };
+        var shard = new Option<string>("--shard") { Description = "Run only slice i of N of the backend x scheme x prompt matrix and of the corpus chunks (e.g. 0/4; Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)", DefaultValueFactory = _ => "0/1" };
         var results = new Option<string>("--results") { Description = "Results folder (runs are appended under RESULTS/runs)", DefaultValueFactory = _ => "results" };
         var noTable = new Option<bool>("--no-table") { Description = "Do not regenerate the markdown tables after the run" };
         var command = new Command("run", "Run an experiment: token match, KL and tokens/sec of every backend x scheme against the oracle.")
@@ -84,6 +84,7 @@ public static class RunCommand
         var rows = ResultTables.Summarize(summary.Records.Where(r => r.Type is "result" or "error").ToList());
         Console.WriteLine();
         Console.WriteLine(ResultTables.SummaryTable(rows));
+        if (summary.Corpus.Count > 0) Console.WriteLine(CorpusTables.Markdown(spec.Name, CorpusTables.Ordered(summary.Corpus, rows), null));
         if (!noTable)
         {
             foreach (var f in ResultTables.Regenerate(resultsDir, w => Console.Error.WriteLine("warning: " + w))) Console.WriteLine($"wrote {f}");
