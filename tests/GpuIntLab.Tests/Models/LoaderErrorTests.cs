@@ -170,3 +170,62 @@ public class LoaderErrorTests
         Assert.Contains("Q16.48 range", e.Message);
     }
 }
+
+/// <summary>Checkpoint-level quirks the config alone cannot show: each refused, naming the file and tensor.</summary>
+public class CheckpointQuirkTests
+{
+    private static string Copy(string name)
+    {
+        string dir = TestData.TempDir(name);
+        foreach (var f in Directory.GetFiles(TestData.ConformanceBf16)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        return dir;
+    }
+
+    private static void Edit(string dir, string from, string to)
+    {
+        string path = Path.Combine(dir, "config.json");
+        string text = File.ReadAllText(path);
+        Assert.Contains(from, text);
+        File.WriteAllText(path, text.Replace(from, to));
+    }
+
+    [Fact]
+    public void TiedConfigBesideAnLmHeadIsRefused()
+    {
+        string dir = Copy("tied-with-head");
+        Edit(dir, "\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true");
+        var e = Assert.Throws<ModelLoadException>(() => LlamaCheckpoint.Open(dir).Dispose());
+        Assert.Contains("lm_head.weight", e.Message);
+        Assert.Contains("tie_word_embeddings", e.Message);
+    }
+
+    [Fact]
+    public void FewerLayersInTheConfigThanInTheFileIsRefused()
+    {
+        string dir = Copy("extra-layers");
+        Edit(dir, "\"num_hidden_layers\": 3", "\"num_hidden_layers\": 2");
+        var e = Assert.Throws<ModelLoadException>(() => LlamaCheckpoint.Open(dir).Dispose());
+        Assert.Contains("model.layers.2.", e.Message);
+    }
+
+    [Fact]
+    public void NonFiniteWeightsAreRefusedByTheFloat64EngineToo()
+    {
+        string dir = TestData.TempDir("nonfinite");
+        SeededCheckpointWriter.Write(dir, SeededCheckpointWriter.ConformanceConfig(), new SeededCheckpointLayout(GpuIntLab.Core.Formats.TensorDtype.F32));
+        // Put +Inf into the first element of the final norm (F32 little-endian), located through the header.
+        string file = Path.Combine(dir, "model.safetensors");
+        byte[] bytes = File.ReadAllBytes(file);
+        long headerLength = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        string header = System.Text.Encoding.UTF8.GetString(bytes, 8, (int)headerLength);
+        int at = header.IndexOf("\"model.norm.weight\"", StringComparison.Ordinal);
+        int offsets = header.IndexOf("data_offsets\":[", at, StringComparison.Ordinal) + "data_offsets\":[".Length;
+        long start = long.Parse(header[offsets..header.IndexOf(',', offsets)], System.Globalization.CultureInfo.InvariantCulture);
+        System.Buffers.Binary.BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan((int)(8 + headerLength + start)), float.PositiveInfinity);
+        File.WriteAllBytes(file, bytes);
+        using var opened = LlamaCheckpoint.Open(dir);
+        var e = Assert.Throws<ModelLoadException>(() => new GpuIntLab.Oracle.ReferenceEngine(opened).Dispose());
+        Assert.Contains("model.norm.weight", e.Message);
+        Assert.Contains("finite", e.Message);
+    }
+}
