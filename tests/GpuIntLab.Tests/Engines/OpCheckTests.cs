@@ -37,7 +37,7 @@ public class OpCheckTests(ITestOutputHelper output)
         using var checkpoint = LlamaCheckpoint.Open(folder);
         using var oracle = new OracleEngine(checkpoint, threads: 2);
         var scales = StageScales.Measure(oracle, tokens.AsSpan(0, Math.Min(8, tokens.Length)));
-        var engines = modelName == "conformance" ? OpEngine.All : OpEngine.Families;
+        var engines = modelName == "conformance" ? OpEngine.All : OpEngine.Families(modelName);
         // SmoothQuant's bound needs its smoothing factors, which come from the same calibration the provider runs.
         var calibration = engines.Any(e => e.Scheme == Core.Formats.QuantScheme.SmoothQuant)
             ? IlgpuProvider.Calibrate(checkpoint, DeterminismGate.Llama2Prompts, threads: 2) : null;
