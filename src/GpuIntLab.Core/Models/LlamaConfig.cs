@@ -267,11 +267,12 @@ public sealed record LlamaConfig
                 BosTokenId = TokenId("bos_token_id"),
                 EosTokenIds = eos,
                 TorchDtype = dtype,
-                HeadDim = Int(root, "head_dim", "head_dim", 2, 1024, fallback: hidden / heads),
                 QkvBias = family == ModelFamily.Qwen2 || attentionBias,
                 OutputBias = family != ModelFamily.Qwen2 && attentionBias,
                 QkNorm = family == ModelFamily.Qwen3,
             };
+            // head_dim is stored only when the file states it, so a config equals the one it was written from.
+            if (Field(root, "head_dim") != null) config = config with { HeadDim = Int(root, "head_dim", "head_dim", 2, 1024) };
             if (Field(root, "head_dim") == null && hidden % heads != 0)
                 throw new ModelLoadException($"{path}: hidden_size {hidden} is not a multiple of num_attention_heads {heads} (and no head_dim is given)");
             if (heads % config.NumKeyValueHeads != 0)
