@@ -133,6 +133,36 @@ public class StubDriverDryRunTests(ITestOutputHelper output)
         File.Delete(logPath);
     }
 
+    /// <summary>
+    /// A 300-token prefill on tiny-qwen3: two steps of 256 and 44 tokens (MaxBatch), the KV caches grown from 64 to
+    /// 256 positions before the first and to 512 before the second, every layer's attention launched over each batch.
+    /// </summary>
+    [SkippableFact]
+    public void LongPrefill_RunsInBatchesOfAtMost256_GrowingTheCachesBetweenThem()
+    {
+        var (scope, logPath) = UseStub();
+        using var _ = scope;
+        using var checkpoint = LlamaCheckpoint.Open(FamilyConformance.Model("tiny-qwen3").Folder);
+        var c = checkpoint.Config;
+        var prompt = Enumerable.Range(0, 300).Select(i => (int)((long)(i + 1) * 104729 % c.VocabSize)).ToArray();
+        using (var engine = (CudaEngineBase)CudaProvider.All.Single(p => p.Name == "cuda-int64").Create(checkpoint, new EngineOptions("exact")))
+        {
+            Assert.Equal(c.VocabSize, engine.Prefill(prompt).Length);
+            Assert.Equal(300, engine.Position);
+            Assert.Equal(512, engine.CachePositions);
+            Assert.Equal(0, engine.GraphCaptures);
+        }
+        var log = File.ReadAllLines(logPath);
+        Assert.DoesNotContain(log, l => l.StartsWith("REFUSED", StringComparison.Ordinal));
+        var attention = log.Where(l => l.StartsWith("launch attention_q48 ", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2 * c.NumHiddenLayers, attention.Count);
+        Assert.All(attention.Take(c.NumHiddenLayers), l => Assert.Contains($"grid={c.NumAttentionHeads},256,1 ", l));
+        Assert.All(attention.Skip(c.NumHiddenLayers), l => Assert.Contains($"grid={c.NumAttentionHeads},44,1 ", l));
+        // Only the last batch computes logits: one lm_head matmul (vocab rows) in the whole prefill.
+        Assert.Single(log, l => l.StartsWith($"launch matmul_q48 grid={(c.VocabSize + 7) / 8},1,1 ", StringComparison.Ordinal));
+        File.Delete(logPath);
+    }
+
     [SkippableFact]
     public void TheStubRefusesWhatARealDriverRefuses_AndTheModuleRefusesAWrongSignature()
     {
