@@ -7,7 +7,9 @@
 //  * The position of the first token of the batch lives in DEVICE memory (const int* pos): kernels
 //    read it, and advance_pos adds T after the step, so a decode step has no host-side argument
 //    that changes from step to step and can be captured once in a CUDA graph and replayed.
-//  * KV cache: per layer [max_pos, kv_dim] float32 for keys and for values.
+//  * KV cache: per layer [positions, kv_dim] float32 for keys and for values, grown by the host with the
+//    context (a growth re-captures the decode graph, since the buffers move).
+//  * q and the attention output are [T, n_heads * hd] (QDim: Qwen3's may differ from hidden).
 //  * Block sizes are the launch's blockDim (a multiple of 32, at most 1024); reductions use
 //    warp shuffles then one shared-memory pass.
 // No CUDA headers are included: NVRTC provides the built-ins, half/e4m3 conversions are PTX.
@@ -91,8 +93,8 @@ extern "C" __global__ void rmsnorm_f32(const float* __restrict__ x, const float*
     for (int i = threadIdx.x; i < dim; i += blockDim.x) out[(size_t)blockIdx.x * dim + i] = w[i] * (xr[i] * inv);
 }
 
-// HF rotate-half RoPE in place on q [T, n_heads*hd] and k [T, n_kv*hd]; cos/sin tables [max_pos, hd/2]
-// (float32, computed on the host in float64 and rounded once). grid T.
+// HF rotate-half RoPE in place on q [T, n_heads*hd] and k [T, n_kv*hd]; cos/sin tables [positions, hd/2]
+// (FloatRope: float64 angles, llama3 rope_scaling applied, rounded once to float32; uploaded as the context grows). grid T.
 extern "C" __global__ void rope_f32(float* q, float* k, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
                                     const int* __restrict__ pos, int n_heads, int n_kv, int hd) {
     int t = blockIdx.x, p = *pos + t, half = hd >> 1;
@@ -109,7 +111,7 @@ extern "C" __global__ void rope_f32(float* q, float* k, const float* __restrict_
     }
 }
 
-// Appends k, v [T, kv_dim] at positions pos..pos+T-1 of this layer's cache [max_pos, kv_dim]. grid T.
+// Appends k, v [T, kv_dim] at positions pos..pos+T-1 of this layer's cache [positions, kv_dim]. grid T.
 extern "C" __global__ void kv_store_f32(const float* __restrict__ k, const float* __restrict__ v,
                                         float* kc, float* vc, const int* __restrict__ pos, int kv_dim) {
     int t = blockIdx.x; size_t dst = (size_t)(*pos + t) * kv_dim, src = (size_t)t * kv_dim;
@@ -117,7 +119,8 @@ extern "C" __global__ void kv_store_f32(const float* __restrict__ k, const float
 }
 
 // Causal attention for query token t (position pos+t) and head h: grid (n_heads, T), dynamic shared
-// memory max_pos floats (fixed size, so the launch is the same at every step). GQA: head h reads kv head
+// memory one float per cached position (sized by the host to the cache's capacity, so the launch is the
+// same at every decode step until the cache grows). GQA: head h reads kv head
 // h / (n_heads / n_kv). scores in float32, softmax with max subtraction, expf.
 extern "C" __global__ void attention_f32(const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
                                          float* __restrict__ out, const int* __restrict__ pos,
@@ -155,6 +158,24 @@ extern "C" __global__ void swiglu_f32(const float* g, const float* __restrict__ 
         float a = g[i];
         h[i] = a / (1.f + expf(-a)) * u[i];
     }
+}
+
+// y[t, j] += b[j] over n = T * width (q/k/v/o biases of Qwen2 / attention_bias).
+extern "C" __global__ void bias_add_f32(float* y, const float* __restrict__ b, int n, int width) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) y[i] += b[i % width];
+}
+
+// Qwen3's q/k norm: every row of dim (= head_dim) values of x RMS-normalised IN PLACE with the same weight w
+// (float32, as rmsnorm_f32). Each element is read and written by the same thread, after the block's sum, so in
+// place is safe; x carries no __restrict__. grid = rows (T * heads).
+extern "C" __global__ void rmsnorm_rows_f32(float* x, const float* __restrict__ w, int dim, float eps) {
+    __shared__ float scratch[32];
+    float* xr = x + (size_t)blockIdx.x * dim;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss, scratch);
+    float inv = rsqrtf(ss / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] = w[i] * (xr[i] * inv);
 }
 
 // x += d elementwise over n.

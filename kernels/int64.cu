@@ -9,7 +9,8 @@
 // the same bits. Where the oracle would throw Q48OverflowException a kernel sets a bit in *err (and
 // writes 0); the host checks *err after every step and throws.
 //
-// Shapes: activations [T, dim] int64; weights [N, K] row-major int64; KV cache per layer [max_pos, kv_dim].
+// Shapes: activations [T, dim] int64 (q and the attention output [T, n_heads * hd], which may differ from hidden);
+// weights [N, K] row-major int64; KV cache per layer [positions, kv_dim], grown by the host as the context grows.
 // The batch's first position lives in device memory (*pos), advanced by advance_pos (common.cuh).
 #include "common.cuh"
 
@@ -98,25 +99,41 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_q48(const i64* __restr
     i128 ss = 0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (i128)xr[i] * xr[i];
     ss = block_sum128(ss, scratch);
-    // DivideRound(ss, dim << 48): ss >= 0, so floor division then RNE.
-    bool ok = true;
-    i64 mean = divide_round_nonneg((u128)ss, (u128)dim << FRAC_BITS, &ok);
-    // mean + eps must not leave the i64 range; tested before adding, since signed overflow is undefined
-    // behaviour in C++ and a wrap-around test after the add may be folded away by the compiler.
-    bool sum_fits = eps >= 0 ? mean <= (i64)0x7fffffffffffffffLL - eps : mean >= (-(i64)0x7fffffffffffffffLL - 1) - eps;
-    i64 arg = sum_fits ? mean + eps : 0;
-    if (!ok || !sum_fits || arg <= (1LL << 18)) { if (threadIdx.x == 0) atomicOr(err, ERR_RMSNORM); arg = 1LL << 48; }
-    i64 inv = q48_rsqrt(arg);
+    bool inv_ok = true;
+    i64 inv = q48_rms_inverse(ss, dim, eps, &inv_ok);
+    if (!inv_ok && threadIdx.x == 0) atomicOr(err, ERR_RMSNORM);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         bool k = true;
-        i64 v = q48_mul(w[i], q48_mul(xr[i], inv, &k), &k);
+        i64 v = q48_rms_apply(w[i], xr[i], inv, &k);
         if (!k) atomicOr(err, ERR_RMSNORM);
         out[(size_t)blockIdx.x * dim + i] = v;
     }
 }
 
+// Qwen3's q/k norm: every row of dim (= head_dim) values of x RMS-normalised IN PLACE with the same weight w [dim],
+// exactly as rmsnorm_q48 (OracleEngine.QkNorm runs OracleEngine.RmsNorm per head). Each element is read and
+// written by the same thread, after the block's sum: in place is safe, and x carries no __restrict__.
+// grid = rows (T * heads), blockDim <= 256.
+extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows_q48(i64* x, const i64* __restrict__ w, int dim, i64 eps, int* err) {
+    __shared__ i128 scratch[256];
+    i64* xr = x + (size_t)blockIdx.x * dim;
+    i128 ss = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (i128)xr[i] * xr[i];
+    ss = block_sum128(ss, scratch);
+    bool inv_ok = true;
+    i64 inv = q48_rms_inverse(ss, dim, eps, &inv_ok);
+    if (!inv_ok && threadIdx.x == 0) atomicOr(err, ERR_QKNORM);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        bool k = true;
+        i64 v = q48_rms_apply(w[i], xr[i], inv, &k);
+        if (!k) atomicOr(err, ERR_QKNORM);
+        xr[i] = v;
+    }
+}
+
 // OracleEngine.Rope: rotate-half pairs (i, i + hd/2), each output RNE(a*cos -/+ b*sin / 2^48) from the exact
-// 128-bit sum; cos/sin are RopeTable's Q16.48 rows [max_pos, hd/2]. grid T.
+// 128-bit sum; cos/sin are RopeTable's Q16.48 rows [positions, hd/2] (llama3
+// rope_scaling applied by the table), uploaded by the host for the positions in use. grid T.
 extern "C" __global__ void rope_q48(i64* q, i64* k, const i64* __restrict__ cos_t, const i64* __restrict__ sin_t,
                                     const int* __restrict__ pos, int n_heads, int n_kv, int hd, int* err) {
     int t = blockIdx.x, p = *pos + t, half = hd >> 1;
@@ -143,7 +160,7 @@ extern "C" __global__ void kv_store_q48(const i64* __restrict__ k, const i64* __
 }
 
 // OracleEngine attention for query token t and head h (grid (n_heads, T), blockDim <= 256, dynamic shared
-// memory max_pos * 8 bytes): score_j = Mul(RNE(q.k_j / 2^48), scale); Q48.Softmax (max, Q.62 exps by ExpCore
+// memory 8 bytes per cached position, at least *pos + T): score_j = Mul(RNE(q.k_j / 2^48), scale); Q48.Softmax (max, Q.62 exps by ExpCore
 // with one RNE each, exact u128 sum, RNE division into Q16.48); out_i = RNE(sum_j p_j v_j[i] / 2^48).
 extern "C" __global__ void __launch_bounds__(256) attention_q48(const i64* __restrict__ q, const i64* __restrict__ kc, const i64* __restrict__ vc,
                                                                i64* __restrict__ out, const int* __restrict__ pos,
@@ -201,10 +218,18 @@ extern "C" __global__ void swiglu_q48(const i64* g, const i64* __restrict__ u, i
 // x += d with signed-overflow detection (OracleEngine.AddResidual).
 extern "C" __global__ void add_q48(i64* x, const i64* __restrict__ d, int n, int* err) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-        i64 a = x[i], b = d[i];
-        i64 s = (i64)((u64)a + (u64)b);
-        if (((a ^ s) & (b ^ s)) < 0) atomicOr(err, ERR_RESIDUAL);
-        x[i] = s;
+        bool ok = true;
+        x[i] = q48_add_checked(x[i], d[i], &ok);
+        if (!ok) atomicOr(err, ERR_RESIDUAL);
+    }
+}
+
+// y[t, j] += b[j] over n = T * width with signed-overflow detection (OracleEngine.AddBias: q/k/v/o biases).
+extern "C" __global__ void bias_add_q48(i64* y, const i64* __restrict__ b, int n, int width, int* err) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        bool ok = true;
+        y[i] = q48_add_checked(y[i], b[i % width], &ok);
+        if (!ok) atomicOr(err, ERR_BIAS);
     }
 }
 

@@ -15,6 +15,8 @@ typedef __int128 i128;
 #define ERR_ATTENTION 8
 #define ERR_SWIGLU 16
 #define ERR_RESIDUAL 32
+#define ERR_BIAS 64
+#define ERR_QKNORM 128
 
 // Table layout (u64 words): Pow2Frac[256] as (lo, hi) pairs, ExpCoef[9] pairs, ExpStepQ110 pair, ExpInvStepQ54.
 #define TAB_POW2FRAC 0
@@ -197,3 +199,26 @@ __device__ u64 softmax_exp(i128 d, const u64* tab) {
     u128 m = exp_core(shl_signed(d, 62), &ex, tab);
     return (u64)round_shift_u(m, 64 - ex);
 }
+
+// a + b with OracleEngine's signed-overflow test (AddResidual, AddBias): overflow iff both operands share a sign
+// the sum does not. The add is done on u64 (wraps, defined) so the test sees the wrapped sum; *ok = false then.
+__device__ __forceinline__ i64 q48_add_checked(i64 a, i64 b, bool* ok) {
+    i64 s = (i64)((u64)a + (u64)b);
+    if (((a ^ s) & (b ^ s)) < 0) *ok = false;
+    return s;
+}
+// OracleEngine.RmsNorm's inverse from the exact sum of squares ss of dim values: mean = DivideRound(ss, dim << 48),
+// inv = Rsqrt(mean + eps). Where the oracle would throw (mean past int64, mean + eps past int64, or an argument
+// Rsqrt refuses, <= 2^18) *ok = false and the inverse of 1.0 stands in, so the kernel still writes finite values.
+__device__ i64 q48_rms_inverse(i128 ss, int dim, i64 eps, bool* ok) {
+    bool fits = true;
+    i64 mean = divide_round_nonneg((u128)ss, (u128)dim << FRAC_BITS, &fits);
+    // mean + eps must not leave the i64 range; tested before adding, since signed overflow is undefined
+    // behaviour in C++ and a wrap-around test after the add may be folded away by the compiler.
+    bool sum_fits = eps >= 0 ? mean <= (i64)0x7fffffffffffffffLL - eps : mean >= (-(i64)0x7fffffffffffffffLL - 1) - eps;
+    i64 arg = sum_fits ? mean + eps : 0;
+    if (!fits || !sum_fits || arg <= (1LL << 18)) { *ok = false; arg = 1LL << 48; }
+    return q48_rsqrt(arg);
+}
+// OracleEngine.RmsNorm's output element: Mul(w, Mul(x, inv)).
+__device__ __forceinline__ i64 q48_rms_apply(i64 w, i64 x, i64 inv, bool* ok) { return q48_mul(w, q48_mul(x, inv, ok), ok); }

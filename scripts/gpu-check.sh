@@ -32,7 +32,9 @@
 #   3. the experiment runner on experiments/gpu-check.json: every cuda-* and ilgpu-* backend on the CUDA
 #      device, results as the runner's JSON lines in $OUT/runs/ (copy them to results/runs/ here);
 #   4. a TinyLlama-shaped seeded model (22 layers; GPU_CHECK_LAYERS): batch-1 decode tok/s, weight GB/s and
-#      the roofline ratio against the measured copy bandwidth.
+#      the roofline ratio against the measured copy bandwidth;
+#   5. (runs right after 2) the families tiny-llama3 / tiny-qwen2 / tiny-qwen3 rebuilt from their seeds: cuda-int64
+#      vs the oracle hash over a prefill and decodes that cross the KV caches' first growth, float top-1 agreement.
 # Output: $OUT/gpu-check.log (streamed, so it comes back even if the call is killed; summary lines appear as
 # they happen, the summary table and RESULT at the end), $OUT/cuda-check.json, $OUT/runs/*.jsonl.
 # Exit status: the checker's (0 PASS, 1 FAIL, 2 no CUDA), 3 when the published checker is missing.
@@ -60,7 +62,7 @@ fi
 
 OUT="${OUT:-$PWD/gpu-check-out}"; mkdir -p "$OUT"
 LAYERS="${GPU_CHECK_LAYERS:-22}"
-STEPS="${GPU_CHECK_STEPS:-1,2,3,4}"
+STEPS="${GPU_CHECK_STEPS:-1,2,3,4,5}"
 # The checker's own limit stays under the call's, so its summary, RESULT and JSON are written before a kill.
 CHECK_TIMEOUT="${GPU_CHECK_TIMEOUT:-390}"
 {

@@ -33,7 +33,27 @@ i64 h_rms_inverse(const i64* x, int n, i64 eps) {
     i128 ss = 0;
     for (int i = 0; i < n; i++) ss += (i128)x[i] * x[i];
     bool ok = true;
-    i64 mean = divide_round_nonneg((u128)ss, (u128)n << FRAC_BITS, &ok);
-    return q48_rsqrt(mean + eps);
+    return q48_rms_inverse(ss, n, eps, &ok);
+}
+// rmsnorm_rows_q48 with its grid run in sequence (one block per row of dim values, in place), the same helpers;
+// returns the error flag the kernel would set (0 or ERR_QKNORM).
+int h_rmsnorm_rows(i64* x, const i64* w, int rows, int dim, i64 eps) {
+    int err = 0;
+    for (int r = 0; r < rows; r++) {
+        i64* xr = x + (long)r * dim;
+        i128 ss = 0;
+        for (int i = 0; i < dim; i++) ss += (i128)xr[i] * xr[i];
+        bool ok = true;
+        i64 inv = q48_rms_inverse(ss, dim, eps, &ok);
+        for (int i = 0; i < dim; i++) xr[i] = q48_rms_apply(w[i], xr[i], inv, &ok);
+        if (!ok) err |= ERR_QKNORM;
+    }
+    return err;
+}
+// bias_add_q48 over n = rows * width, in sequence; returns the error flag (0 or ERR_BIAS).
+int h_bias_add(i64* y, const i64* b, int n, int width) {
+    int err = 0;
+    for (int i = 0; i < n; i++) { bool ok = true; y[i] = q48_add_checked(y[i], b[i % width], &ok); if (!ok) err |= ERR_BIAS; }
+    return err;
 }
 }

@@ -6,11 +6,13 @@
 //  3. the experiment runner on experiments/gpu-check.json (the embedded tinystories-512 model, every native
 //     CUDA and ILGPU-on-CUDA backend): token match and KL per backend as the runner's JSON lines in OUT/runs/;
 //  4. TinyLlama-shaped seeded model: batch-1 decode tokens/s per backend x scheme, achieved weight GB/s,
-//     measured device-to-device copy GB/s and the roofline ratio.
+//     measured device-to-device copy GB/s and the roofline ratio;
+//  5. (run right after 2) the families tiny-llama3 / tiny-qwen2 / tiny-qwen3: cuda-int64 vs the oracle hash across
+//     a KV-cache growth, float backends' top-1 agreement with the oracle.
 // Every step is guarded: an exception is recorded (summary line + JSON) and the next step runs. Summary lines
 // are also printed as they happen, so a run killed by its time limit still leaves them in the streamed log.
 // At the end: the summary and RESULT first, then OUT/cuda-check.json (NaN/Infinity written as strings).
-// Arguments: OUT [tiny-layers=22] [spec=experiments/gpu-check.json] [steps=1,2,3,4]
+// Arguments: OUT [tiny-layers=22] [spec=experiments/gpu-check.json] [steps=1,2,3,4,5]
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -24,7 +26,7 @@ using GpuIntLab.Oracle;
 string outDir = args.Length > 0 ? args[0] : ".";
 int tinyLayers = args.Length > 1 ? int.Parse(args[1]) : 22;
 string specPath = args.Length > 2 ? args[2] : Path.Combine("experiments", "gpu-check.json");
-var steps = (args.Length > 3 ? args[3] : "1,2,3,4").Split(',').Select(int.Parse).ToHashSet();
+var steps = (args.Length > 3 ? args[3] : "1,2,3,4,5").Split(',').Select(int.Parse).ToHashSet();
 Directory.CreateDirectory(outDir);
 var report = new Dictionary<string, object?>();
 var lines = new List<string>();
@@ -138,6 +140,71 @@ using (var ckpt = LlamaCheckpoint.Open(small))
     }
     report["token_match_small"] = matches;
 }
+});
+
+// 5. the families (Llama 3 rope_scaling, Qwen2 biases, Qwen3 q/k norm and q width != hidden), run right after step 2:
+// cuda-int64 vs the oracle (SHA-256 of raw logits over a 60-token prefill and 10 greedy decodes, which cross the
+// KV caches' first growth at 64 positions and so a graph re-capture), and every float backend's top-1 agreement
+// with the oracle on the same teacher-forced tokens (reported, not judged).
+Step(5, "families: int64 hash and float top-1", () =>
+{
+    string familiesData = Path.Combine("tests", "GpuIntLab.Tests", "Data", "conformance", "families");
+    var familyResults = new List<object>();
+    ulong seed = 20261201; // the published families' seeds, in this order
+    foreach (var name in new[] { "tiny-llama3", "tiny-qwen2", "tiny-qwen3" })
+    {
+        var config = LlamaConfig.Load(Path.Combine(familiesData, name, "config.json"));
+        string folder = Path.Combine(Path.GetTempPath(), "gpuintlab-cuda-check", name);
+        SeededCheckpointWriter.Write(folder, config, new SeededCheckpointLayout(TensorDtype.BF16, Tied: config.TieWordEmbeddings), seed++, rule: SeededRule.Families);
+        using var ckpt = LlamaCheckpoint.Open(folder);
+        var prompt = Enumerable.Range(0, 60).Select(i => (int)((long)(i + 1) * 7919 % config.VocabSize)).ToArray();
+        var oracleLogits = new List<long[]>();
+        var oracleTokens = new List<int>();
+        using (var oracle = new OracleEngine(ckpt, Environment.ProcessorCount))
+        {
+            oracle.Prefill(prompt); oracleLogits.Add(oracle.LastRawLogits);
+            for (int i = 0; i < 10; i++)
+            {
+                int next = Greedy.ArgMax(Array.ConvertAll(oracle.LastRawLogits, v => (double)v));
+                oracleTokens.Add(next);
+                oracle.DecodeRaw(next); oracleLogits.Add(oracle.LastRawLogits);
+            }
+        }
+        using var expected = new LogitsHash();
+        foreach (var l in oracleLogits) expected.Append(l);
+        string want = expected.Finish();
+        foreach (var (p, s) in combos)
+        {
+            if (!p.CheckAvailability("cuda").IsAvailable) continue;
+            try
+            {
+                using var e = p.Create(ckpt, new EngineOptions(s));
+                if (e is CudaInt64Engine gpu)
+                {
+                    using var got = new LogitsHash();
+                    gpu.Prefill(prompt); got.Append(gpu.LastRawLogits);
+                    foreach (var t in oracleTokens) { gpu.Decode(t); got.Append(gpu.LastRawLogits); }
+                    string have = got.Finish();
+                    bool same = have == want;
+                    allPass &= same;
+                    familyResults.Add(new { model = name, backend = p.Name, scheme = s, identical = same, oracle = want, cuda = have, graph_captures = gpu.GraphCaptures, graph_replays = gpu.GraphReplays });
+                    Summary($"{name} cuda-int64 vs oracle hash: {(same ? "IDENTICAL" : "DIFFERENT")} ({want[..16]} / {have[..16]}), graphs captured {gpu.GraphCaptures}, replayed {gpu.GraphReplays}");
+                }
+                else
+                {
+                    var floatLogits = new List<double[]> { e.Prefill(prompt) };
+                    foreach (var t in oracleTokens) floatLogits.Add(e.Decode(t));
+                    int agree = 0;
+                    for (int i = 0; i < floatLogits.Count; i++)
+                        if (Greedy.ArgMax(floatLogits[i]) == Greedy.ArgMax(Array.ConvertAll(oracleLogits[i], v => (double)v))) agree++;
+                    familyResults.Add(new { model = name, backend = p.Name, scheme = s, top1_agree = agree, of = floatLogits.Count });
+                    Summary($"{name} {p.Name}/{s}: top-1 agrees with the oracle on {agree}/{floatLogits.Count} steps");
+                }
+            }
+            catch (Exception ex) { allPass = false; Summary($"{name} {p.Name}/{s}: ERROR {ex.GetType().Name}: {ex.Message}"); Log(ex.ToString()); }
+        }
+    }
+    report["families"] = familyResults;
 });
 
 // 3. the experiment runner: native CUDA and ILGPU-on-CUDA backends on the embedded model, as JSON lines

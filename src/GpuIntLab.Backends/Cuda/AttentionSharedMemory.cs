@@ -7,10 +7,11 @@ namespace GpuIntLab.Backends.Cuda;
 /// The attention kernels (attention_f32, attention_q48) keep one score per context position in dynamic shared
 /// memory, so a block's shared memory caps the context: positions x bytes per score + the kernel's static
 /// shared memory must fit the device's opt-in maximum per block (232,448 B on H100/H200: 58,080 float32
-/// positions, 28,544 Q16.48 positions). The engines size the dynamic memory for the smaller of the model's
-/// context and that cap, always set the kernel's dynamic-shared-memory attribute to it (so no size between
-/// 48 KB - static and 48 KB is launched without the opt-in), and refuse a longer context with a clear error
-/// before anything is launched.
+/// positions, 28,544 Q16.48 positions). The plan is the smaller of the model's context and that cap; the engines
+/// always set the kernel's dynamic-shared-memory attribute to it (so no size between 48 KB - static and 48 KB is
+/// launched without the opt-in), launch with one score per position the KV cache holds now (capped by the plan;
+/// the cache grows by doubling, so a short context does not reserve a 131072-position model's maximum), and
+/// refuse a longer context with a clear error before the step's first launch.
 /// </summary>
 public sealed record AttentionSharedMemory(int Positions, int DynamicBytes, int StaticBytes, int DeviceLimitBytes)
 {

@@ -83,26 +83,4 @@ public static class CudaPacking
         }
         return c;
     }
-
-    /// <summary>RoPE cos/sin as float32 [maxPos, headDim/2] from float64 (theta^(-2i/d) * pos), each rounded once.</summary>
-    public static (float[] Cos, float[] Sin) RopeF32(int headDim, int maxPositions, double theta)
-    {
-        int half = headDim / 2;
-        var cos = new float[maxPositions * half]; var sin = new float[maxPositions * half];
-        for (int i = 0; i < half; i++)
-        {
-            double inv = Math.Pow(theta, -2.0 * i / headDim);
-            for (int p = 0; p < maxPositions; p++) { double a = p * inv; cos[p * half + i] = (float)Math.Cos(a); sin[p * half + i] = (float)Math.Sin(a); }
-        }
-        return (cos, sin);
-    }
-
-    /// <summary>RoPE cos/sin as Q16.48 [maxPos, headDim/2]: the oracle's own <see cref="RopeTable"/> rows.</summary>
-    public static (long[] Cos, long[] Sin) RopeQ48(RopeTable table)
-    {
-        int half = table.HeadDim / 2;
-        var cos = new long[table.MaxPositions * half]; var sin = new long[table.MaxPositions * half];
-        for (int p = 0; p < table.MaxPositions; p++) { table.Cos(p).CopyTo(cos.AsSpan(p * half)); table.Sin(p).CopyTo(sin.AsSpan(p * half)); }
-        return (cos, sin);
-    }
 }

@@ -133,6 +133,13 @@ public sealed unsafe class CudaDevice : IDisposable
 
     public ulong Alloc(ulong bytes) { var p = _d.MemAlloc(bytes); _allocations.Add(p); return p; }
 
+    /// <summary>Frees an allocation of <see cref="Alloc"/> before the device is disposed (buffers that grow). Not inside a graph capture.</summary>
+    public void Free(ulong pointer)
+    {
+        if (!_allocations.Remove(pointer)) throw new ArgumentException($"0x{pointer:X} is not an allocation of this device", nameof(pointer));
+        _d.MemFree(pointer);
+    }
+
     public ulong Upload<T>(ReadOnlySpan<T> data) where T : unmanaged
     {
         ulong bytes = (ulong)data.Length * (ulong)sizeof(T);

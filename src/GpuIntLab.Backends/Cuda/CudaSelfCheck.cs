@@ -58,6 +58,12 @@ public static class CudaSelfCheck
             results.Add(CheckQ48Matmul(dev, rng, n, k, t));
         }
         results.Add(CheckQ48Functions(dev, rng));
+        foreach (var (rows, dim) in new[] { (8, 32), (37, 64), (640, 128) })
+        {
+            results.Add(CheckQ48HeadNorm(dev, rng, rows, dim));
+            results.Add(CheckF32HeadNorm(dev, rng, rows, dim));
+            results.Add(CheckQ48BiasAdd(dev, rng, rows, dim));
+        }
         return results;
     }
 
@@ -200,6 +206,67 @@ public static class CudaSelfCheck
             if (s[i] != Q48.Silu(x[i])) bad++;
         }
         return new KernelCheck($"int64 q48 rsqrt+silu over {count} inputs", "mismatches vs Q48.Rsqrt/Q48.Silu", bad, 0, bad == 0);
+    }
+
+    /// <summary>rmsnorm_rows_q48 (Qwen3 q/k norm, in place per row) against the oracle's RmsNorm arithmetic from the Q48 library.</summary>
+    private static KernelCheck CheckQ48HeadNorm(CudaDevice dev, Random rng, int rows, int dim)
+    {
+        var m = Module(dev, "int64.cu");
+        var x = new long[rows * dim]; var w = new long[dim];
+        for (int i = 0; i < x.Length; i++) x[i] = rng.NextInt64(-(1L << 52), 1L << 52) >> rng.Next(0, 12);
+        for (int i = 0; i < dim; i++) w[i] = rng.NextInt64(-(2L << 48), 2L << 48);
+        long eps = Q48.FromDouble(1e-6);
+        ulong dX = dev.Upload<long>(x), dW = dev.Upload<long>(w), dErr = dev.Upload<int>([0]);
+        m.Launch("rmsnorm_rows_q48", ((uint)rows, 1), 128, 0, dX, dW, dim, eps, dErr);
+        var got = dev.Read<long>(dX, x.Length);
+        int bad = dev.Read<int>(dErr, 1)[0] != 0 ? 1 : 0;
+        for (int r = 0; r < rows; r++)
+        {
+            Int128 ss = 0;
+            for (int i = 0; i < dim; i++) ss += (Int128)x[r * dim + i] * x[r * dim + i];
+            long inv = Q48.Rsqrt(Q48.DivideRound(ss, (Int128)dim << Q48.FracBits) + eps);
+            for (int i = 0; i < dim; i++) if (got[r * dim + i] != Q48.Mul(w[i], Q48.Mul(x[r * dim + i], inv))) bad++;
+        }
+        return new KernelCheck($"int64 rmsnorm_rows_q48 rows={rows} dim={dim}", "mismatches vs Q48 RmsNorm", bad, 0, bad == 0);
+    }
+
+    /// <summary>rmsnorm_rows_f32 against a float64 RMSNorm per row.</summary>
+    private static KernelCheck CheckF32HeadNorm(CudaDevice dev, Random rng, int rows, int dim)
+    {
+        var m = Module(dev, "fp16.cu");
+        var x = RandomFloats(rng, rows * dim, 3.0); var w = RandomFloats(rng, dim, 1.0);
+        ulong dX = dev.Upload<float>(x), dW = dev.Upload<float>(w);
+        m.Launch("rmsnorm_rows_f32", ((uint)rows, 1), 128, 0, dX, dW, dim, 1e-6f);
+        var got = dev.Read<float>(dX, x.Length);
+        var want = new double[x.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            double ss = 0;
+            for (int i = 0; i < dim; i++) ss += (double)x[r * dim + i] * x[r * dim + i];
+            double inv = 1 / Math.Sqrt(ss / dim + 1e-6);
+            for (int i = 0; i < dim; i++) want[r * dim + i] = w[i] * (x[r * dim + i] * inv);
+        }
+        return Rel($"f32 rmsnorm_rows_f32 rows={rows} dim={dim}", got, want, 1e-5);
+    }
+
+    /// <summary>bias_add_q48 against Int128 sums, with rows at the int64 edge that must set the flag.</summary>
+    private static KernelCheck CheckQ48BiasAdd(CudaDevice dev, Random rng, int rows, int width)
+    {
+        var m = Module(dev, "int64.cu");
+        var y = new long[rows * width]; var b = new long[width];
+        for (int i = 0; i < y.Length; i++) y[i] = rng.NextInt64(-(1L << 60), 1L << 60);
+        for (int i = 0; i < width; i++) b[i] = rng.NextInt64(-(1L << 60), 1L << 60);
+        ulong dY = dev.Upload<long>(y), dB = dev.Upload<long>(b), dErr = dev.Upload<int>([0]);
+        m.Launch("bias_add_q48", ((uint)Math.Min((y.Length + 255) / 256, 4096), 1), 256, 0, dY, dB, y.Length, width, dErr);
+        var got = dev.Read<long>(dY, y.Length);
+        int bad = dev.Read<int>(dErr, 1)[0] != 0 ? 1 : 0;
+        for (int i = 0; i < y.Length; i++) if (got[i] != y[i] + b[i % width]) bad++;
+        // One sum past int64: the flag (ERR_BIAS = 64) must be set.
+        dev.Write<long>(dY, [long.MaxValue]);
+        dev.Write<long>(dB, [1]);
+        m.Launch("bias_add_q48", (1, 1), 256, 0, dY, dB, 1, 1, dErr);
+        if (dev.Read<int>(dErr, 1)[0] != 64) bad++;
+        return new KernelCheck($"int64 bias_add_q48 rows={rows} width={width}", "mismatches vs Int128 sums (+ overflow flag)", bad, 0, bad == 0);
     }
 
     private static readonly Dictionary<(CudaDevice, string), CudaModule> s_modules = [];

@@ -76,16 +76,4 @@ public class CudaPackingTests
             Assert.Equal((UInt128)expected, new UInt128(t[512 + 2 * k + 1], t[512 + 2 * k]));
         }
     }
-
-    [Fact]
-    public void RopeQ48_IsTheOraclesTable()
-    {
-        var table = new RopeTable(8, 16, 10000.0);
-        var (cos, sin) = CudaPacking.RopeQ48(table);
-        for (int p = 0; p < 16; p++)
-        {
-            Assert.Equal(table.Cos(p).ToArray(), cos.AsSpan(p * 4, 4).ToArray());
-            Assert.Equal(table.Sin(p).ToArray(), sin.AsSpan(p * 4, 4).ToArray());
-        }
-    }
 }

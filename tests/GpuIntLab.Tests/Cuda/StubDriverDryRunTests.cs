@@ -2,6 +2,7 @@ using GpuIntLab.Backends.Cuda;
 using GpuIntLab.Backends.Cuda.Interop;
 using GpuIntLab.Core.Inference;
 using GpuIntLab.Core.Models;
+using GpuIntLab.Tests.Engines;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -49,6 +50,7 @@ public class StubDriverDryRunTests(ITestOutputHelper output)
             for (int i = 0; i < 3; i++) Assert.Equal(config.VocabSize, engine.Decode(i + 5).Length);
             Assert.Equal(Prompt.Length + 3, engine.Position);
             Assert.Equal(2, ((CudaEngineBase)engine).GraphReplays); // captured on the first decode, replayed on the next two
+            Assert.Equal(1, ((CudaEngineBase)engine).GraphCaptures);
         }
         var log = File.ReadAllLines(logPath);
         foreach (var l in log.Take(40)) output.WriteLine(l);
@@ -73,6 +75,94 @@ public class StubDriverDryRunTests(ITestOutputHelper output)
         File.Delete(logPath);
     }
 
+    /// <summary>
+    /// The families (Llama 3 with rope_scaling and 131072 positions, Qwen2 with q/k/v biases, Qwen3 with q/k norm and a
+    /// q width of 128 over a hidden size of 64) through every op on the stub: each family's extra kernels launched
+    /// as many times as its config asks, a 62-token prefill, then decode across the KV caches' first growth (64 -> 128
+    /// positions): the caches and RoPE tables move, the old buffers are freed, and the decode graph is captured again
+    /// (the stub refuses any launch or graph replay that still points at freed memory).
+    /// </summary>
+    [SkippableTheory]
+    [InlineData("tiny-llama3", "cuda-int64", "exact")]
+    [InlineData("tiny-qwen2", "cuda-int64", "exact")]
+    [InlineData("tiny-qwen3", "cuda-int64", "exact")]
+    [InlineData("tiny-llama3", "cuda-fp16", "fp16")]
+    [InlineData("tiny-qwen2", "cuda-fp8", "per-channel")]
+    [InlineData("tiny-qwen3", "cuda-int8", "smoothquant")]
+    public void Family_RunsEveryOp_AndRecapturesAfterTheCacheGrows_OnTheStubDriver(string model, string backend, string scheme)
+    {
+        var (scope, logPath) = UseStub();
+        using var _ = scope;
+        using var checkpoint = LlamaCheckpoint.Open(FamilyConformance.Model(model).Folder);
+        var c = checkpoint.Config;
+        var prompt = Enumerable.Range(0, 62).Select(i => (int)((long)i * 7919 % c.VocabSize)).ToArray();
+        using (var engine = (CudaEngineBase)CudaProvider.All.Single(p => p.Name == backend).Create(checkpoint, new EngineOptions(scheme)))
+        {
+            Assert.Equal(c.VocabSize, engine.Prefill(prompt).Length);
+            Assert.Equal(64, engine.CachePositions); // sized for the context used, not for max_position_embeddings
+            for (int i = 0; i < 5; i++) Assert.Equal(c.VocabSize, engine.Decode(i + 3).Length); // positions 62..66
+            Assert.Equal(67, engine.Position);
+            Assert.Equal(128, engine.CachePositions);
+            // Captured at position 62, replayed at 63; the growth at 64 drops it: captured again, replayed at 65 and 66.
+            Assert.Equal(2, engine.GraphCaptures);
+            Assert.Equal(3, engine.GraphReplays);
+        }
+        var log = File.ReadAllLines(logPath);
+        Assert.DoesNotContain(log, l => l.StartsWith("REFUSED", StringComparison.Ordinal));
+        string Kernel(string line) => line.Split(' ')[1];
+        string suffix = backend == "cuda-int64" ? "q48" : "f32";
+        var prefill = log.TakeWhile(l => !l.StartsWith("begin-capture", StringComparison.Ordinal))
+            .Where(l => l.StartsWith("launch ", StringComparison.Ordinal)).Select(Kernel).ToList();
+        int biasesPerLayer = (c.QkvBias ? 3 : 0) + (c.OutputBias ? 1 : 0);
+        Assert.Equal(c.NumHiddenLayers * biasesPerLayer, prefill.Count(k => k == $"bias_add_{suffix}"));
+        Assert.Equal(c.NumHiddenLayers * (c.QkNorm ? 2 : 0), prefill.Count(k => k == $"rmsnorm_rows_{suffix}"));
+        Assert.Equal(c.NumHiddenLayers, prefill.Count(k => k == $"attention_{suffix}"));
+        // The q/k norm covers every head of every token: T * heads blocks for q, T * kv_heads for k.
+        if (c.QkNorm)
+            Assert.Contains(log, l => l.StartsWith($"launch rmsnorm_rows_{suffix} grid={prompt.Length * c.NumAttentionHeads},1,1", StringComparison.Ordinal));
+        // Two captures of the same decode step, the second after the caches (2 per layer) and the RoPE tables (2) moved.
+        var captures = log.Where(l => l.StartsWith("end-capture", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2, captures.Count);
+        Assert.Equal(captures[0], captures[1]);
+        int lastReplay = Array.FindLastIndex(log, l => l.StartsWith("replay ", StringComparison.Ordinal)); // Dispose frees the rest after it
+        Assert.Equal(2 * c.NumHiddenLayers + 2, log.Take(lastReplay).Count(l => l.StartsWith("free ", StringComparison.Ordinal)));
+        // The attention's dynamic shared memory follows the cache: 64 positions, then 128.
+        int scoreBytes = backend == "cuda-int64" ? 8 : 4;
+        Assert.Contains(log, l => l.StartsWith($"capture attention_{suffix}", StringComparison.Ordinal) && l.Contains($" smem={64 * scoreBytes} "));
+        Assert.Contains(log, l => l.StartsWith($"capture attention_{suffix}", StringComparison.Ordinal) && l.Contains($" smem={128 * scoreBytes} "));
+        File.Delete(logPath);
+    }
+
+    /// <summary>
+    /// A 300-token prefill on tiny-qwen3: two steps of 256 and 44 tokens (MaxBatch), the KV caches grown from 64 to
+    /// 256 positions before the first and to 512 before the second, every layer's attention launched over each batch.
+    /// </summary>
+    [SkippableFact]
+    public void LongPrefill_RunsInBatchesOfAtMost256_GrowingTheCachesBetweenThem()
+    {
+        var (scope, logPath) = UseStub();
+        using var _ = scope;
+        using var checkpoint = LlamaCheckpoint.Open(FamilyConformance.Model("tiny-qwen3").Folder);
+        var c = checkpoint.Config;
+        var prompt = Enumerable.Range(0, 300).Select(i => (int)((long)(i + 1) * 104729 % c.VocabSize)).ToArray();
+        using (var engine = (CudaEngineBase)CudaProvider.All.Single(p => p.Name == "cuda-int64").Create(checkpoint, new EngineOptions("exact")))
+        {
+            Assert.Equal(c.VocabSize, engine.Prefill(prompt).Length);
+            Assert.Equal(300, engine.Position);
+            Assert.Equal(512, engine.CachePositions);
+            Assert.Equal(0, engine.GraphCaptures);
+        }
+        var log = File.ReadAllLines(logPath);
+        Assert.DoesNotContain(log, l => l.StartsWith("REFUSED", StringComparison.Ordinal));
+        var attention = log.Where(l => l.StartsWith("launch attention_q48 ", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2 * c.NumHiddenLayers, attention.Count);
+        Assert.All(attention.Take(c.NumHiddenLayers), l => Assert.Contains($"grid={c.NumAttentionHeads},256,1 ", l));
+        Assert.All(attention.Skip(c.NumHiddenLayers), l => Assert.Contains($"grid={c.NumAttentionHeads},44,1 ", l));
+        // Only the last batch computes logits: one lm_head matmul (vocab rows) in the whole prefill.
+        Assert.Single(log, l => l.StartsWith($"launch matmul_q48 grid={(c.VocabSize + 7) / 8},1,1 ", StringComparison.Ordinal));
+        File.Delete(logPath);
+    }
+
     [SkippableFact]
     public void TheStubRefusesWhatARealDriverRefuses_AndTheModuleRefusesAWrongSignature()
     {
@@ -93,6 +183,11 @@ public class StubDriverDryRunTests(ITestOutputHelper output)
         Assert.Contains("add_f32 takes 3 parameters, the launch passes 2", few.Message);
         var wrong = Assert.Throws<ArgumentException>(() => m.Launch("add_f32", (1, 1), 32, 0, buf, 7, 4));
         Assert.Contains("parameter 1 is 8 bytes, the launch passes a Int32 (4 bytes)", wrong.Message);
+        // A pointer to freed memory (what a graph captured before a buffer moved would hold).
+        ulong gone = dev.Alloc(4096);
+        dev.Free(gone);
+        Assert.Throws<CudaException>(() => m.Launch("add_f32", (1, 1), 32, 0, buf, gone, 4));
+        Assert.Contains("parameter 1 points to freed memory", File.ReadAllText(logPath));
         File.Delete(logPath);
     }
 }

@@ -10,7 +10,9 @@
  *     attribute (default 48 KB - static, as the real driver) and static + dynamic against the opt-in limit,
  *     the parameter array (every pointer non-null for each parameter of the signature), no `extra`;
  *   - copies and memsets: the device range must lie inside one allocation; host copies refused in capture;
- *   - stream capture / graph instantiate / graph launch: captured launches are replayed into the log.
+ *   - stream capture / graph instantiate / graph launch: captured launches are replayed into the log;
+ *   - freed memory: an 8-byte parameter equal to the base of a freed (and not re-allocated) allocation is refused
+ *     at launch and at every graph launch (a graph captured before a buffer moved; the real GPU would fault).
  * Every launch is appended to the file named by STUB_CUDA_LOG ("launch|replay <kernel> grid=.. block=..
  * smem=.. params=N"). Build: gcc -O1 -shared -fPIC -o libcuda.so.1 stub_libcuda.c
  */
@@ -32,7 +34,7 @@ enum { OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, INVALID_IMAGE = 200, INVALI
 
 typedef struct { char name[128]; int nparams; int sizes[MAX_PARAMS]; int static_smem; int max_dynamic; } Kernel;
 typedef struct { int magic; int nkernels; Kernel k[MAX_KERNELS]; } Module;
-typedef struct { Kernel* k; unsigned g[3], b[3], smem; int nparams; } Node;
+typedef struct { Kernel* k; unsigned g[3], b[3], smem; int nparams; uint64_t args[MAX_PARAMS]; } Node;
 typedef struct { int capturing; int nnodes; Node* nodes; } Stream;
 typedef struct { int nnodes; Node* nodes; } Graph;
 
@@ -209,8 +211,22 @@ CUresult cuMemAlloc_v2(uint64_t* p, size_t n) {
   *p = (uint64_t)(uintptr_t)m;
   return OK;
 }
+#define MAX_FREED 65536
+static uint64_t g_freed[MAX_FREED];
+static int g_nfreed;
+/* A freed allocation's base that no live allocation covers now (calloc may hand the address out again). */
+static int is_stale(uint64_t v) {
+  if (!v || find_alloc(v, 1) >= 0) return 0;
+  for (int i = 0; i < g_nfreed; i++) if (g_freed[i] == v) return 1;
+  return 0;
+}
 CUresult cuMemFree_v2(uint64_t p) {
-  for (int i = 0; i < g_nalloc; i++) if ((uint64_t)(uintptr_t)g_alloc[i].p == p) { free(g_alloc[i].p); g_alloc[i].p = NULL; return OK; }
+  for (int i = 0; i < g_nalloc; i++) if ((uint64_t)(uintptr_t)g_alloc[i].p == p) {
+    free(g_alloc[i].p); g_alloc[i].p = NULL;
+    if (g_nfreed < MAX_FREED) g_freed[g_nfreed++] = p;
+    logf_("free %zu bytes", g_alloc[i].n);
+    return OK;
+  }
   return refuse(INVALID_VALUE, "cuMemFree_v2: not an allocation");
 }
 static CUresult check_range(uint64_t p, size_t n, const char* call) {
@@ -259,8 +275,13 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
   else if (extra) snprintf(why, sizeof why, "extra is not NULL");
   else if (k->nparams > 0 && !params) snprintf(why, sizeof why, "no parameter array for %d parameters", k->nparams);
   else for (int i = 0; i < k->nparams; i++) if (!params[i]) { snprintf(why, sizeof why, "parameter %d is a null pointer", i); break; }
+  Node n = {k, {gx, gy, gz}, {bx, by, bz}, smem, k->nparams, {0}};
+  if (!why[0])
+    for (int i = 0; i < k->nparams; i++) if (k->sizes[i] == 8) {
+      memcpy(&n.args[i], params[i], 8);
+      if (is_stale(n.args[i])) { snprintf(why, sizeof why, "parameter %d points to freed memory 0x%llx", i, (unsigned long long)n.args[i]); break; }
+    }
   if (why[0]) { logf_("REFUSED launch %s: %s", k->name, why); return why[0] == 'd' || why[0] == 's' ? LAUNCH_OUT_OF_RESOURCES : INVALID_VALUE; }
-  Node n = {k, {gx, gy, gz}, {bx, by, bz}, smem, k->nparams};
   if (st && st->capturing) {
     if (st->nnodes == MAX_NODES) return OUT_OF_MEMORY;
     st->nodes[st->nnodes++] = n;
@@ -288,6 +309,12 @@ CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long lon
 CUresult cuGraphLaunch(void* exec, void* stream) {
   Graph* g = exec; (void)stream;
   if (!g) return INVALID_HANDLE;
+  for (int i = 0; i < g->nnodes; i++)
+    for (int j = 0; j < g->nodes[i].nparams; j++)
+      if (is_stale(g->nodes[i].args[j])) {
+        logf_("REFUSED graph-launch: node %d (%s) parameter %d points to freed memory 0x%llx", i, g->nodes[i].k->name, j, (unsigned long long)g->nodes[i].args[j]);
+        return INVALID_VALUE;
+      }
   logf_("graph-launch %d nodes", g->nnodes);
   for (int i = 0; i < g->nnodes; i++) log_node("replay", &g->nodes[i]);
   return OK;
