@@ -124,6 +124,8 @@ public abstract class CudaEngineBase : LlamaEngine
     /// copies are refused there): <see cref="Step"/> calls it before capturing, so the Begin inside the captured
     /// step finds nothing left to do.
     /// </summary>
+    protected override void CheckContext(int positions) => Attention.Check(Info.Name, 0, positions, C.MaxPositionEmbeddings);
+
     protected void BeginStep(int tokens, int position)
     {
         if (tokens < 1 || tokens > MaxBatch) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, $"a step takes 1..{MaxBatch} tokens");

@@ -204,6 +204,7 @@ public abstract class LlamaEngine : IInferenceEngine, IObservableEngine
     {
         EngineGuards.CheckTokens(Config, tokens, Position);
         if (tokens.Length == 0) throw new ArgumentException("prefill needs at least one token", nameof(tokens));
+        CheckContext(Position + tokens.Length);
         for (int start = 0; start < tokens.Length; start += MaxStepTokens)
         {
             int count = Math.Min(MaxStepTokens, tokens.Length - start);
@@ -215,9 +216,16 @@ public abstract class LlamaEngine : IInferenceEngine, IObservableEngine
     public double[] Decode(int token)
     {
         EngineGuards.CheckTokens(Config, [token], Position);
+        CheckContext(Position + 1);
         Step([token], computeLogits: true);
         return ReadLogits();
     }
+
+    /// <summary>
+    /// Refuses, before any step runs, a context the engine cannot hold although the model allows it (a device's
+    /// shared-memory limit on attention): a prompt is refused whole, never after part of it moved the position.
+    /// </summary>
+    protected virtual void CheckContext(int positions) { }
 
     /// <summary>Runs one step and advances the position (the CUDA engines override it to replay a captured graph).</summary>
     protected virtual void Step(ReadOnlySpan<int> tokens, bool computeLogits)
