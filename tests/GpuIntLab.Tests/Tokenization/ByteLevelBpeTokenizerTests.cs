@@ -225,11 +225,23 @@ public class ByteLevelBpeTokenizerTests
     [Fact]
     public void Checkpoint_with_tokenizer_json_gives_the_byte_level_tokenizer()
     {
+        // A model whose embedding has room for Qwen's 151669 tokens (Qwen pads vocab_size to 151936).
         string dir = ByteLevelBpeTestData.WriteTokenizerFolder("qwen3");
-        SeededCheckpointWriter.Write(dir, SeededCheckpointWriter.ConformanceConfig(), new(TensorDtype.BF16));
+        SeededCheckpointWriter.Write(dir, SeededCheckpointWriter.ConformanceConfig() with { VocabSize = 151936, NumHiddenLayers = 1 }, new(TensorDtype.BF16));
         using var checkpoint = LlamaCheckpoint.Open(dir);
         var tok = checkpoint.LoadTokenizer();
         Assert.IsType<ByteLevelBpeTokenizer>(tok);
         Assert.Equal([151644, 872], tok!.Encode("<|im_start|>user"));
+    }
+
+    [Fact]
+    public void Tokenizer_with_more_tokens_than_the_embedding_has_rows_is_refused()
+    {
+        string dir = ByteLevelBpeTestData.WriteTokenizerFolder("qwen3");
+        SeededCheckpointWriter.Write(dir, SeededCheckpointWriter.ConformanceConfig() with { NumHiddenLayers = 1 }, new(TensorDtype.BF16));
+        using var checkpoint = LlamaCheckpoint.Open(dir);
+        var e = Assert.Throws<ModelLoadException>(() => checkpoint.LoadTokenizer());
+        Assert.Contains("151669", e.Message);
+        Assert.Contains("32000", e.Message);
     }
 }
