@@ -45,7 +45,8 @@ public static class CliErrors
     /// </summary>
     public static bool IsUserError(Exception e) => e is ModelLoadException or WeightRangeException or UserInputException
         or TokenInputException or IOException or UnauthorizedAccessException
-        or ExperimentSpecException or TokenizerLoadException or ResultsFileException or TrainingInputException;
+        or ExperimentSpecException or TokenizerLoadException or ResultsFileException or TrainingInputException
+        or GpuIntLab.Core.FixedPoint.Q48OverflowException;
 }
 
 /// <summary>A problem with what the user asked for (unknown engine, prompt too long, ...).</summary>

@@ -227,10 +227,18 @@ public abstract class LlamaEngine : IInferenceEngine, IObservableEngine
     /// </summary>
     protected virtual void CheckContext(int positions) { }
 
+    private OpTracker? _tracker;
+
     /// <summary>Runs one step and advances the position (the CUDA engines override it to replay a captured graph).</summary>
     protected virtual void Step(ReadOnlySpan<int> tokens, bool computeLogits)
     {
-        LlamaStep.Run(Ops, Config, tokens, Position, computeLogits, Observer);
+        var ops = _tracker ??= new OpTracker(Ops);
+        try { LlamaStep.Run(ops, Config, tokens, Position, computeLogits, Observer); }
+        catch (GpuIntLab.Core.FixedPoint.Q48OverflowException e)
+        {
+            // A value left the Q16.48 range: say where in the model, once (the arithmetic only knows its operands).
+            throw new GpuIntLab.Core.FixedPoint.Q48OverflowException($"{Info.Name}: {ops.Where}: {e.Message}", e);
+        }
         Position += tokens.Length;
     }
 
@@ -241,6 +249,32 @@ public abstract class LlamaEngine : IInferenceEngine, IObservableEngine
     protected abstract double[] ReadLogits();
 
     public abstract void Dispose();
+}
+
+/// <summary>Forwards every op and remembers the last one begun (layer and op), so an error can say where in the model it happened.</summary>
+internal sealed class OpTracker(ILlamaOps inner) : ILlamaOps
+{
+    private int _layer = -1;
+    private string _op = "";
+
+    public string Where => _layer < 0 ? _op : $"layer {_layer} {_op}";
+
+    private void At(int layer, string op) { _layer = layer; _op = op; }
+
+    public void Begin(int tokens, int position) { At(-1, "step start"); inner.Begin(tokens, position); }
+    public void Embed(ReadOnlySpan<int> tokens) { At(-1, "embedding"); inner.Embed(tokens); }
+    public void RmsNorm(int layer, LayerWeight norm) { At(layer, norm == LayerWeight.InputNorm ? "input_layernorm" : "post_attention_layernorm"); inner.RmsNorm(layer, norm); }
+    public void QkvProjection(int layer) { At(layer, "q/k/v projection"); inner.QkvProjection(layer); }
+    public void QkNorm(int layer) { At(layer, "q/k norm"); inner.QkNorm(layer); }
+    public void RopeAndStore(int layer, int position) { At(layer, "RoPE"); inner.RopeAndStore(layer, position); }
+    public void Attention(int layer, int position) { At(layer, "attention"); inner.Attention(layer, position); }
+    public void OutputProjection(int layer) { At(layer, "o_proj"); inner.OutputProjection(layer); }
+    public void AddResidual(int layer, LayerWeight block) { At(layer, block == LayerWeight.O ? "attention residual" : "mlp residual"); inner.AddResidual(layer, block); }
+    public void GateUpSwiGlu(int layer) { At(layer, "gate/up + SwiGLU"); inner.GateUpSwiGlu(layer); }
+    public void DownProjection(int layer) { At(layer, "down_proj"); inner.DownProjection(layer); }
+    public void FinalNormAndHead() { At(-1, "final norm + lm_head"); inner.FinalNormAndHead(); }
+    public void Read(StepBuffer buffer, Span<double> destination) => inner.Read(buffer, destination);
+    public void Write(StepBuffer buffer, ReadOnlySpan<double> values) => inner.Write(buffer, values);
 }
 
 /// <summary>The weights of one block as an engine holds them (TLinear: a matrix in the engine's format; TVector: a vector).</summary>

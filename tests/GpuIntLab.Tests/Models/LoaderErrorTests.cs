@@ -228,4 +228,38 @@ public class CheckpointQuirkTests
         Assert.Contains("model.norm.weight", e.Message);
         Assert.Contains("finite", e.Message);
     }
+
+    /// <summary>Sets every element of an F32 tensor of a safetensors file in place.</summary>
+    private static void FillF32(string file, string tensor, float value)
+    {
+        byte[] bytes = File.ReadAllBytes(file);
+        long headerLength = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        string header = System.Text.Encoding.UTF8.GetString(bytes, 8, (int)headerLength);
+        int at = header.IndexOf($"\"{tensor}\"", StringComparison.Ordinal);
+        int offsets = header.IndexOf("data_offsets\":[", at, StringComparison.Ordinal) + "data_offsets\":[".Length;
+        int comma = header.IndexOf(',', offsets);
+        long start = long.Parse(header[offsets..comma], System.Globalization.CultureInfo.InvariantCulture);
+        long end = long.Parse(header[(comma + 1)..header.IndexOf(']', comma)], System.Globalization.CultureInfo.InvariantCulture);
+        for (long i = start; i < end; i += 4) System.Buffers.Binary.BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan((int)(8 + headerLength + i)), value);
+        File.WriteAllBytes(file, bytes);
+    }
+
+    /// <summary>Weights in range whose activations leave it: the oracle names the engine, layer and op, and the CLI prints one error line, exit 2.</summary>
+    [Fact]
+    public void Q48OverflowNamesTheLayerAndOp()
+    {
+        string dir = TestData.TempDir("overflow");
+        SeededCheckpointWriter.Write(dir, SeededCheckpointWriter.ConformanceConfig(), new SeededCheckpointLayout(GpuIntLab.Core.Formats.TensorDtype.F32), tokenizerModelPath: TestData.Llama2TokenizerPath);
+        FillF32(Path.Combine(dir, "model.safetensors"), "model.layers.0.input_layernorm.weight", 29952f);
+        using (var checkpoint = LlamaCheckpoint.Open(dir))
+        using (var oracle = new GpuIntLab.Oracle.OracleEngine(checkpoint))
+        {
+            var e = Assert.Throws<GpuIntLab.Core.FixedPoint.Q48OverflowException>(() => oracle.Decode(1));
+            Assert.StartsWith("oracle: layer 0 input_layernorm: ", e.Message);
+        }
+        var (code, _, stderr) = GpuIntLab.Tests.Cli.CliRunner.Run("generate", "--model", dir, "--prompt-ids", "1 450", "--max-new-tokens", "2");
+        Assert.Equal(2, code);
+        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("layer 0 input_layernorm", stderr);
+    }
 }
