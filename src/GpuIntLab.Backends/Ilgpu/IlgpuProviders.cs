@@ -71,7 +71,7 @@ public sealed class IlgpuFp16Provider : IEngineProvider
                     ["weights"] = "IEEE half (RNE from the checkpoint value), 2 bytes each",
                     ["matmul"] = "half activations (RNE, integer emulation of cvt.rn.f16.f32) x half weights, exact products, float32 sequential accumulation, float32 output",
                     ["tensor cores"] = "no: one thread per output row on CUDA cores (no mma.sync f16 path for the N = 1 decode matvec)",
-                });
+                }, options.KvCache);
         });
     }
 }
@@ -116,7 +116,7 @@ public sealed class IlgpuInt8Provider : IEngineProvider
                 ["matmul"] = format.DotProduct + "; y = acc * (s_w * s_a) in float64, rounded once to float32",
                 ["tensor cores"] = format.UseTensorCores ? "yes: mma.sync m16n8k32 s8 (self-tested at engine creation)" : "no (see matmul)",
                 ["calibration"] = calibrationNote,
-            });
+            }, options.KvCache);
         });
     }
 }
@@ -143,7 +143,7 @@ public sealed class IlgpuFp8Provider : IEngineProvider
                     ["weights"] = $"E4M3FN codes, {(scheme == QuantScheme.PerTensor ? "one scale per tensor" : "one scale per output channel")}, 1 byte each + float32 scales",
                     ["activations"] = "E4M3FN, dynamic per-token scale absmax/448 (Quantizer.QuantizeActivationsE4M3 rules, bit for bit)",
                     ["matmul"] = "exact decode table, exact float32 products, float32 sequential accumulation; y = acc * (s_w * s_a) in float64, rounded once to float32 (no e4m3 mma: ILGPU targets at most sm_80)",
-                });
+                }, options.KvCache);
         });
     }
 }

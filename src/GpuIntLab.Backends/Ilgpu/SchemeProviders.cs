@@ -84,7 +84,7 @@ public sealed class IlgpuBf16Provider : IEngineProvider
                     ["weights"] = "bfloat16 (RNE from the checkpoint value), 2 bytes each, lm_head included",
                     ["activations"] = "bfloat16 (RNE) at every linear input",
                     ["matmul"] = "exact bf16 x bf16 products rounded to float32, float32 sequential accumulation (a GPU's bf16 tensor-core MMA sums in fp32 in tile order)",
-                });
+                }, options.KvCache);
         });
     }
 }
@@ -133,7 +133,7 @@ public sealed class IlgpuInt4Provider : IEngineProvider
                 ["lm_head"] = BlockSchemes.LmHeadNote,
                 ["calibration"] = calibration,
             };
-            return new IlgpuFloatEngine(checkpoint, device, format, make, Name, "int4", options.Scheme, notes);
+            return new IlgpuFloatEngine(checkpoint, device, format, make, Name, "int4", options.Scheme, notes, options.KvCache);
         });
     }
 
@@ -267,7 +267,7 @@ public sealed class IlgpuMxProvider : IEngineProvider
                     : $"{format.Name} per block of {format.BlockSize} at every linear input, same rule (MxCodec rules on the device, bit for bit), dequantized exactly",
                 ["matmul"] = BlockSchemes.AccumulationNote,
                 ["lm_head"] = BlockSchemes.LmHeadNote,
-            });
+            }, options.KvCache);
         });
     }
 }
@@ -296,7 +296,7 @@ public sealed class IlgpuNvfp4Provider : IEngineProvider
                     : "NVFP4 at every linear input with a dynamic per-token global scale (the vector's amax; TE uses the tensor's amax, which for one decode token is the same vector), dequantized in float32",
                 ["matmul"] = BlockSchemes.AccumulationNote,
                 ["lm_head"] = BlockSchemes.LmHeadNote,
-            });
+            }, options.KvCache);
         });
     }
 }
