@@ -52,8 +52,9 @@ internal static class IlgpuProvider
 }
 
 /// <summary>ILGPU FP16: half weights and activations, float32 accumulation.</summary>
-public sealed class IlgpuFp16Provider : IEngineProvider
+public sealed class IlgpuFp16Provider : IEngineProvider, IKvCacheFormats
 {
+    public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-fp16";
     public string Description => "ILGPU kernels: FP16 weights and activations, float32 accumulation; norms, RoPE, softmax in float32";
     public IReadOnlyList<string> Schemes { get; } = ["fp16"];
@@ -77,8 +78,9 @@ public sealed class IlgpuFp16Provider : IEngineProvider
 }
 
 /// <summary>ILGPU INT8 W8A8: per-tensor, per-channel and SmoothQuant schemes.</summary>
-public sealed class IlgpuInt8Provider : IEngineProvider
+public sealed class IlgpuInt8Provider : IEngineProvider, IKvCacheFormats
 {
+    public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-int8";
     public string Description => "ILGPU kernels: INT8 weights x INT8 dynamic per-token activations, int32 accumulation, float rescale";
     public IReadOnlyList<string> Schemes { get; } = ["per-tensor", "per-channel", "smoothquant"];
@@ -122,8 +124,9 @@ public sealed class IlgpuInt8Provider : IEngineProvider
 }
 
 /// <summary>ILGPU FP8 E4M3: per-tensor and per-channel weight scales, dynamic per-token activation scale.</summary>
-public sealed class IlgpuFp8Provider : IEngineProvider
+public sealed class IlgpuFp8Provider : IEngineProvider, IKvCacheFormats
 {
+    public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-fp8";
     public string Description => "ILGPU kernels: FP8 E4M3 weights and activations, float32 accumulation";
     public IReadOnlyList<string> Schemes { get; } = ["per-tensor", "per-channel"];

@@ -65,8 +65,9 @@ internal static class BlockSchemes
 }
 
 /// <summary>ILGPU BF16: the baseline row beside FP16 (what the checkpoints are trained in).</summary>
-public sealed class IlgpuBf16Provider : IEngineProvider
+public sealed class IlgpuBf16Provider : IEngineProvider, IKvCacheFormats
 {
+    public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-bf16";
     public string Description => "ILGPU kernels: BF16 weights and activations (RNE), float32 accumulation; norms, RoPE, softmax in float32";
     public IReadOnlyList<string> Schemes { get; } = ["bf16"];
@@ -90,8 +91,9 @@ public sealed class IlgpuBf16Provider : IEngineProvider
 }
 
 /// <summary>ILGPU INT4 weight-only, group 128 along K: RTN, GPTQ and AWQ (W4A16, half activations).</summary>
-public sealed class IlgpuInt4Provider : IEngineProvider
+public sealed class IlgpuInt4Provider : IEngineProvider, IKvCacheFormats
 {
+    public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-int4";
     public string Description => "ILGPU kernels: INT4 weight-only g128 (RTN, GPTQ, AWQ; sym / asym), dequantized in the kernel, fp16 activations, float32 accumulation";
     public IReadOnlyList<string> Schemes { get; } =
@@ -226,8 +228,9 @@ public sealed class IlgpuInt4Provider : IEngineProvider
 }
 
 /// <summary>ILGPU OCP microscaling: MXFP8 (E4M3 / E5M2), MXFP6 (E2M3 / E3M2), MXFP4, block 32, both scale rules, weight-only and W+A.</summary>
-public sealed class IlgpuMxProvider : IEngineProvider
+public sealed class IlgpuMxProvider : IEngineProvider, IKvCacheFormats
 {
+    public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-mx";
     public string Description => "ILGPU kernels: OCP MX block-32 E8M0-scaled weights (ocp-floor or rceil), dequantized in the kernel; -weight-only: bf16 activations, -w8a8 / -w6a6 / -w4a4: activations MX-quantized per block at each linear input; float32 accumulation";
     public IReadOnlyList<string> Schemes { get; } = BuildSchemes();
@@ -273,8 +276,9 @@ public sealed class IlgpuMxProvider : IEngineProvider
 }
 
 /// <summary>ILGPU NVFP4 (TransformerEngine's two-level scale): weight-only and W4A4.</summary>
-public sealed class IlgpuNvfp4Provider : IEngineProvider
+public sealed class IlgpuNvfp4Provider : IEngineProvider, IKvCacheFormats
 {
+    public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-nvfp4";
     public string Description => "ILGPU kernels: NVFP4 weights (E2M1, E4M3 block-16 scales, fp32 tensor scale), dequantized in the kernel; weight-only (bf16 activations) or W4A4; float32 accumulation";
     public IReadOnlyList<string> Schemes { get; } = ["nvfp4-weight-only", "nvfp4-w4a4"];
