@@ -18,7 +18,17 @@ namespace GpuIntLab.Tests.Ilgpu;
 /// summing w * x over K in ascending order, the kernel's order: the outputs must be bit-identical.
 /// Then every new scheme through the engine on the conformance model and on tiny-qwen2 with finite logits.
 /// </summary>
-public class BlockFormatTests(IlgpuCpuFixture fixture) : IClassFixture<IlgpuCpuFixture>
+public sealed class BlockFormatFixture : IDisposable
+{
+    public IlgpuDevice Device { get; } = IlgpuDevice.Create("cpu");
+    public Accelerator Accelerator => Device.Accelerator;
+    /// <summary>Compiled once for every test of the class (each BlockFormat compiles its kernels).</summary>
+    public BlockFormat Blocks { get; }
+    public BlockFormatFixture() => Blocks = new BlockFormat(Device.Accelerator, 256);
+    public void Dispose() { Blocks.Dispose(); Device.Dispose(); }
+}
+
+public class BlockFormatTests(BlockFormatFixture fixture) : IClassFixture<BlockFormatFixture>
 {
     private const int Rows = 37, Cols = 200; // 200 = partial last block for 16, 32 and 128
 
@@ -80,7 +90,7 @@ public class BlockFormatTests(IlgpuCpuFixture fixture) : IClassFixture<IlgpuCpuF
         var rule = ruleName == "rceil" ? MxScaleRule.Rceil : MxScaleRule.OcpFloor;
         var w = Values(Rows * Cols, 1);
         var x = Values(Cols, 2);
-        using var blocks = new BlockFormat(fixture.Accelerator, Cols);
+        var blocks = fixture.Blocks;
         using var linear = blocks.Create(BlockWeights.FromMx(w, Rows, Cols, format, rule),
             quantizeInput ? new InputQuantizer.Mx(format, rule) : new InputQuantizer.Bf16());
         var wq = new float[Rows * Cols];
@@ -99,7 +109,7 @@ public class BlockFormatTests(IlgpuCpuFixture fixture) : IClassFixture<IlgpuCpuF
     {
         var w = Values(Rows * Cols, 3);
         var x = Values(Cols, 4);
-        using var blocks = new BlockFormat(fixture.Accelerator, Cols);
+        var blocks = fixture.Blocks;
         using var linear = blocks.Create(BlockWeights.FromNvfp4(w, Rows, Cols), quantizeInput ? new InputQuantizer.Nvfp4() : new InputQuantizer.Bf16());
         float global = Nvfp4Codec.GlobalEncodeScale(Nvfp4Codec.Amax(w));
         var wq = new float[Rows * Cols];
@@ -130,7 +140,7 @@ public class BlockFormatTests(IlgpuCpuFixture fixture) : IClassFixture<IlgpuCpuF
             "gptq" => Gptq.Quantize(wd, Rows, Cols, activations, tokens, new GptqOptions(Symmetric: symmetric)).Matrix,
             _ => Awq.Quantize([(wd, Rows)], Cols, activations, tokens, new AwqOptions(Symmetric: symmetric)).Matrices[0],
         };
-        using var blocks = new BlockFormat(fixture.Accelerator, Cols);
+        var blocks = fixture.Blocks;
         using var linear = blocks.Create(BlockWeights.FromInt4(m), new InputQuantizer.Fp16());
         // The stored weight scale * (code - zero) is exact in float64; float32 rounds it once, as the kernel's product does.
         var wq = new float[Rows * Cols];
@@ -151,39 +161,46 @@ public class BlockFormatTests(IlgpuCpuFixture fixture) : IClassFixture<IlgpuCpuF
     {
         var w = Values(Rows * Cols, 8);
         var x = Values(Cols, 9);
-        using var blocks = new BlockFormat(fixture.Accelerator, Cols);
+        var blocks = fixture.Blocks;
         using var linear = blocks.CreateBf16(w, Rows, Cols);
         AssertBitEqual(Float32MatVec(Array.ConvertAll(w, Bf16.RoundToBf16), Array.ConvertAll(x, Bf16.RoundToBf16), Rows, Cols), Run(linear, x), "bf16");
     }
 
-    /// <summary>Every scheme of the four new providers.</summary>
-    public static TheoryData<string, string> NewSchemes()
+    /// <summary>
+    /// Every scheme of the four new providers on the conformance model; on tiny-qwen2 (biases, another shape) the schemes
+    /// whose code paths differ (each input quantizer, each INT4 quantizer), to keep the suite fast. The KV formats ride
+    /// on two of them.
+    /// </summary>
+    public static TheoryData<string, string, bool, string> NewSchemes()
     {
-        var data = new TheoryData<string, string>();
+        var qwen2 = new HashSet<string> { "bf16", "int4-g128-gptq-asym", "int4-g128-awq-sym", "mxfp6-e3m2-ocp-floor-w6a6", "mxfp4-rceil-weight-only", "nvfp4-w4a4" };
+        var data = new TheoryData<string, string, bool, string>();
         foreach (var name in new[] { "ilgpu-bf16", "ilgpu-int4", "ilgpu-mx", "ilgpu-nvfp4" })
             foreach (var scheme in BackendCatalog.Find(name)!.Schemes)
-                data.Add(name, scheme);
+                data.Add(name, scheme, qwen2.Contains(scheme), scheme switch { "bf16" => "fp8-e4m3", "nvfp4-w4a4" => "int8", _ => "float32" });
         return data;
     }
 
     [Theory]
     [MemberData(nameof(NewSchemes))]
-    public void EveryNewSchemeRunsTheConformanceAndQwen2Models(string provider, string scheme)
+    public void NewSchemesRunTheConformanceAndQwen2Models(string provider, string scheme, bool alsoQwen2, string kvCache)
     {
         using (var checkpoint = LlamaCheckpoint.Open(TestData.ConformanceBf16))
         {
             int[] prompt = DeterminismGate.Llama2Prompts[0];
-            using var engine = BackendCatalog.Find(provider)!.Create(checkpoint, new EngineOptions(scheme, "cpu", Threads: 2));
+            using var engine = BackendCatalog.Find(provider)!.Create(checkpoint, new EngineOptions(scheme, "cpu", Threads: 2, KvCache: kvCache));
             var logits = engine.Prefill(prompt);
             Assert.All(logits, v => Assert.True(double.IsFinite(v)));
             Assert.Equal(scheme, engine.Info.Scheme);
+            Assert.StartsWith(kvCache, engine.Info.Precisions["kv cache"], StringComparison.Ordinal);
         }
+        if (!alsoQwen2) return;
         var model = FamilyConformance.Model("tiny-qwen2");
         using (var checkpoint = LlamaCheckpoint.Open(model.Folder))
         {
             var c = model.Case("greedy-0");
             int[] prompt = c.InputIds.Take(c.PromptLength).ToArray();
-            using var engine = BackendCatalog.Find(provider)!.Create(checkpoint, new EngineOptions(scheme, "cpu", Threads: 2, CalibrationPrompts: [prompt]));
+            using var engine = BackendCatalog.Find(provider)!.Create(checkpoint, new EngineOptions(scheme, "cpu", Threads: 2, CalibrationPrompts: [prompt], KvCache: kvCache));
             var logits = engine.Prefill(prompt);
             Assert.All(logits, v => Assert.True(double.IsFinite(v)));
         }
