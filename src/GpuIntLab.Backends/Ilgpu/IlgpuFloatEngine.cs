@@ -131,7 +131,7 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
                 ["residual stream, biases"] = "float32 on the device",
                 ["kv cache"] = kvCache switch
                 {
-                    "fp8-e4m3" => "fp8-e4m3 as vLLM (calculate_kv_scales): per layer k_scale = max|K|/200, v_scale = max|V|/100 from the first token, write e4m3(x / scale) RNE satfinite, read fp16(e4m3 * scale); held dequantized in float32 slots",
+                    "fp8-e4m3" => "fp8-e4m3 as vLLM (calculate_kv_scales): per layer k_scale = max|K|/200, v_scale = max|V|/100 from the first token of each sequence (this engine steps one token at a time; vLLM computes them once, on its first forward batch), write e4m3(x / scale) RNE satfinite, read fp16(e4m3 * scale); held dequantized in float32 slots",
                     "int8" => "int8 per token per kv head, asymmetric as LMDeploy (s = (max-min)/255, zp = min), read q*s + min in float32; held dequantized in float32 slots",
                     _ => "float32 on the device",
                 },

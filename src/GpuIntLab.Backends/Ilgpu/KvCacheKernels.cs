@@ -9,8 +9,8 @@ namespace GpuIntLab.Backends.Ilgpu;
 /// quantized cache would give it; the memory a real cache saves is reported, not realised.
 /// <list type="bullet">
 /// <item>"fp8-e4m3" (vLLM <c>kv_cache_dtype=fp8</c> with <c>calculate_kv_scales</c>): one scale per layer and tensor,
-/// k_scale = max|K| / 200 and v_scale = max|V| / 100 from the first forward (here the first token: the engine steps one
-/// token at a time), write E4M3_satfinite_RNE(x / scale), read fp16(e4m3 * scale) (vLLM rounds the read through half).</item>
+/// k_scale = max|K| / 200 and v_scale = max|V| / 100 from the first forward (here the first token of each sequence, recomputed
+/// after a reset: the engine steps one token at a time), write E4M3_satfinite_RNE(x / scale), read fp16(e4m3 * scale) (vLLM rounds the read through half).</item>
 /// <item>"int8" (LMDeploy quant_policy=8): per token and per kv head, asymmetric: s = (max - min) / 255, zp = min,
 /// q = clamp(RNE((x - min) / s), 0, 255), read q * s + min, float32 (a head of equal values stores s = 1, q = 0).</item>
 /// </list>
