@@ -106,6 +106,9 @@ public class KvCacheTests(IlgpuCpuFixture fixture) : IClassFixture<IlgpuCpuFixtu
         Assert.Contains("backend 'oracle' has no kv_cache 'int8'", native.Message);
         var unknown = Assert.Throws<ExperimentSpecException>(() => ExperimentSpec.Load(Write("ilgpu-int4", "q4")).ResolveBackends(BackendCatalog.Find, BackendCatalog.All.Select(p => p.Name)));
         Assert.Contains("its formats: float32, fp8-e4m3, int8", unknown.Message);
+        Assert.Equal("fp16+kv-fp8-e4m3", ResultTables.SchemeKey(new ResultRecord { Scheme = "fp16", KvCache = "fp8-e4m3" }));
+        Assert.Equal("fp16", ResultTables.SchemeKey(new ResultRecord { Scheme = "fp16", KvCache = "float32" }));
+        Assert.Equal("exact", ResultTables.SchemeKey(new ResultRecord { Scheme = "exact", KvCache = "native" }));
         using var checkpoint = GpuIntLab.Core.Models.LlamaCheckpoint.Open(TestData.ConformanceBf16);
         var direct = Assert.Throws<ArgumentException>(() => new IlgpuFp16Provider().Create(checkpoint, new EngineOptions("fp16", "cpu", KvCache: "q4")));
         Assert.Contains("unknown kv_cache 'q4'", direct.Message);
