@@ -17,6 +17,10 @@ public static class BackendCatalog
         new IlgpuInt8Provider(),
         new IlgpuFp8Provider(),
         new IlgpuInt64Provider(),
+        new IlgpuBf16Provider(),
+        new IlgpuInt4Provider(),
+        new IlgpuMxProvider(),
+        new IlgpuNvfp4Provider(),
         .. Cuda.CudaProvider.All,
     ];
 

@@ -109,14 +109,16 @@ public sealed class ExperimentRunner
 
             for (int u = 0; u < units.Count; u++)
             {
-                var (provider, scheme) = units[u];
+                var (provider, scheme, kvCache) = units[u];
+                // Every line names its KV cache: the spec's choice, else the backend's own ("native" for backends with one cache).
+                string kvIdentity = kvCache ?? (provider is IKvCacheFormats own ? own.KvCacheFormats[0] : "native");
                 var cells = Enumerable.Range(0, prompts.Count).Where(pi => options.Shard.Owns(u * prompts.Count + pi)).ToList();
                 bool corpusHere = corpus is { OwnedChunks.Count: > 0 };
                 if (cells.Count == 0 && !corpusHere) continue;
                 ResultRecord Error(int promptIndex, string message)
                 {
                     var e = Base("error");
-                    e.Backend = provider.Name; e.Scheme = scheme; e.Prompt = prompts[promptIndex].Spec.Name; e.Error = message;
+                    e.Backend = provider.Name; e.Scheme = scheme; e.KvCache = kvIdentity; e.Prompt = prompts[promptIndex].Spec.Name; e.Error = message;
                     return e;
                 }
 
@@ -128,7 +130,7 @@ public sealed class ExperimentRunner
                     continue;
                 }
                 IInferenceEngine engine;
-                try { engine = provider.Create(checkpoint, spec.EngineOptionsFor(scheme, calibration)); }
+                try { engine = provider.Create(checkpoint, spec.EngineOptionsFor(scheme, calibration, kvCache)); }
                 catch (Exception ex) when (ex is not OutOfMemoryException)
                 {
                     foreach (int pi in cells) Emit(Error(pi, $"failed to load: {ex.GetType().Name}: {ex.Message}"));
@@ -139,7 +141,7 @@ public sealed class ExperimentRunner
                     foreach (int pi in cells)
                     {
                         int cell = u * prompts.Count + pi;
-                        try { Emit(MeasureCell(spec, engine, prompts[pi].Spec, prompts[pi].Ids, Baseline(pi), Base("result"), cell, cellCount, scheme, options.Progress)); }
+                        try { var measured = MeasureCell(spec, engine, prompts[pi].Spec, prompts[pi].Ids, Baseline(pi), Base("result"), cell, cellCount, scheme, options.Progress); measured.KvCache = kvIdentity; Emit(measured); }
                         catch (Exception ex) when (ex is not OutOfMemoryException)
                         {
                             Emit(Error(pi, $"{ex.GetType().Name}: {ex.Message}"));

@@ -21,6 +21,8 @@ public sealed class BackendSpec
 {
     [JsonPropertyName("name")] public string Name { get; set; } = "";
     [JsonPropertyName("schemes")] public string[]? Schemes { get; set; }
+    /// <summary>KV-cache format (a provider's <see cref="IKvCacheFormats"/>); null = the backend's own.</summary>
+    [JsonPropertyName("kv_cache")] public string? KvCache { get; set; }
 }
 
 /// <summary>An experiment file in <c>experiments/</c>: model, prompts, token counts, backends x schemes, timing.</summary>
@@ -67,17 +69,19 @@ public sealed class ExperimentSpec
     }
 
     /// <summary>Every (backend, scheme) pair in spec order, each backend's schemes checked against its provider.</summary>
-    public List<(IEngineProvider Provider, string Scheme)> ResolveBackends(Func<string, IEngineProvider?> find, IEnumerable<string> known)
+    public List<(IEngineProvider Provider, string Scheme, string? KvCache)> ResolveBackends(Func<string, IEngineProvider?> find, IEnumerable<string> known)
     {
-        var units = new List<(IEngineProvider, string)>();
+        var units = new List<(IEngineProvider, string, string?)>();
         foreach (var b in Backends)
         {
             var provider = find(b.Name) ?? throw new ExperimentSpecException($"{SourcePath}: unknown backend '{b.Name}' (known: {string.Join(", ", known)})");
+            if (b.KvCache != null && !(provider is IKvCacheFormats kv && kv.KvCacheFormats.Contains(b.KvCache)))
+                throw new ExperimentSpecException($"{SourcePath}: backend '{b.Name}' has no kv_cache '{b.KvCache}' ({(provider is IKvCacheFormats k ? "its formats: " + string.Join(", ", k.KvCacheFormats) : "it runs only its own cache")})");
             foreach (var scheme in b.Schemes is { Length: > 0 } ? b.Schemes : provider.Schemes)
             {
                 if (!provider.Schemes.Contains(scheme))
                     throw new ExperimentSpecException($"{SourcePath}: backend '{b.Name}' has no scheme '{scheme}' (its schemes: {string.Join(", ", provider.Schemes)})");
-                units.Add((provider, scheme));
+                units.Add((provider, scheme, b.KvCache));
             }
         }
         return units;
@@ -104,8 +108,8 @@ public sealed class ExperimentSpec
         Corpus?.Validate(where);
     }
 
-    public EngineOptions EngineOptionsFor(string scheme, IReadOnlyList<int[]> calibration) =>
-        new(scheme, Accelerator, Threads, calibration, SmoothQuantAlpha);
+    public EngineOptions EngineOptionsFor(string scheme, IReadOnlyList<int[]> calibration, string? kvCache = null) =>
+        new(scheme, Accelerator, Threads, calibration, SmoothQuantAlpha, kvCache ?? "float32");
 }
 
 public sealed class ExperimentSpecException(string message) : Exception(message);

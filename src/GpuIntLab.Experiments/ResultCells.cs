@@ -52,6 +52,6 @@ public static class ResultCells
         foreach (var run in leftOut.GroupBy(x => x.Record.RunId))
             warn?.Invoke($"experiment '{experiment}': left out {run.Count()} record(s) of run {run.Key} ({string.Join("; ", run.Select(x => x.Why).Distinct())}): " +
                          $"the newest run {newest.RunId} defines the cells as {reference}; give differently defined runs their own experiment name to keep both");
-        return kept.GroupBy(r => (r.Backend, r.Scheme, r.Prompt)).Select(c => c.Last()).ToList();
+        return kept.GroupBy(r => (r.Backend, ResultTables.SchemeKey(r), r.Prompt)).Select(c => c.Last()).ToList();
     }
 }

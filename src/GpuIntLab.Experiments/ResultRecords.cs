@@ -33,6 +33,8 @@ public sealed class ResultRecord
     // result / error
     [JsonPropertyName("backend")] public string? Backend { get; set; }
     [JsonPropertyName("scheme")] public string? Scheme { get; set; }
+    /// <summary>The spec's kv_cache for this backend entry; null = the backend's own cache.</summary>
+    [JsonPropertyName("kv_cache")] public string? KvCache { get; set; }
     [JsonPropertyName("prompt")] public string? Prompt { get; set; }
     [JsonPropertyName("error")] public string? Error { get; set; }
     [JsonPropertyName("accelerator")] public string? Accelerator { get; set; }

@@ -29,10 +29,14 @@ public static class ResultTables
             .ToDictionary(g => g.Key, g => ResultCells.Latest(g.Key, g.ToList(), headers, warn));
     }
 
+    /// <summary>The scheme as a table shows it: with "+kv-FORMAT" when the spec chose a KV-cache format other than the backend's own.</summary>
+    public static string SchemeKey(ResultRecord r) =>
+        r.KvCache is null or "float32" or "native" ? r.Scheme! : $"{r.Scheme}+kv-{r.KvCache}";
+
     public static List<SummaryRow> Summarize(IReadOnlyList<ResultRecord> cells)
     {
         var rows = new List<SummaryRow>();
-        foreach (var g in cells.GroupBy(r => (r.Backend!, r.Scheme!)))
+        foreach (var g in cells.GroupBy(r => (r.Backend!, SchemeKey(r))))
         {
             var ok = g.Where(r => r.Type == "result").ToList();
             string? error = ok.Count == 0 ? g.Select(r => r.Error).FirstOrDefault(e => e != null) : null;

@@ -32,6 +32,11 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
     private readonly float _eps, _scale;
     private readonly List<IDisposable> _owned = [];
     private int _ropePositions; // positions whose cos/sin are on the device
+    private readonly string _kvCache;
+    private readonly MemoryBuffer1D<float, Stride1D.Dense>? _kvScales, _e4m3;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, float>? _fp8Scale;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, int, ArrayView<float>>? _fp8Store;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int>? _int8Store;
 
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, float> _rmsInverse;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _rmsApply;
@@ -52,10 +57,18 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
     public long LinearWeightBytes { get; }
 
     /// <param name="makeLinear">Builds one linear layer from its tensor name and exact float32 weights [rows, cols].</param>
+    /// <param name="kvCache">KV-cache format applied at the store (<see cref="KvCacheKernels"/>): "float32", "fp8-e4m3" or "int8".</param>
     public IlgpuFloatEngine(LlamaCheckpoint checkpoint, IlgpuDevice device, IDisposable format,
         Func<string, float[], int, int, IDeviceLinear> makeLinear, string name, string formatName, string scheme,
-        IReadOnlyDictionary<string, string> precisions) : base(checkpoint.Config)
+        IReadOnlyDictionary<string, string> precisions, string kvCache = "float32") : base(checkpoint.Config)
     {
+        if (!KvCacheKernels.Formats.Contains(kvCache))
+        {
+            device.Dispose();
+            format.Dispose();
+            throw new ArgumentException($"{name}: unknown kv_cache '{kvCache}' (expected {string.Join(", ", KvCacheKernels.Formats)})");
+        }
+        _kvCache = kvCache;
         _c = checkpoint.Config;
         _device = device;
         _format = format;
@@ -102,10 +115,26 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
             _residual = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(FloatKernels.Residual);
             _swiGlu = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(FloatKernels.SwiGlu);
 
+            if (kvCache == "fp8-e4m3")
+            {
+                _kvScales = Zeros(2L * _c.NumHiddenLayers);
+                _e4m3 = Own(acc.Allocate1D(GpuIntLab.Core.Formats.LowBit.MiniFloatFormat.E4M3.DecodeTable.ToArray()));
+                _fp8Scale = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, float>(KvCacheKernels.Fp8Scale);
+                _fp8Store = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, int, ArrayView<float>>(KvCacheKernels.Fp8Store);
+            }
+            else if (kvCache == "int8")
+                _int8Store = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(KvCacheKernels.Int8Store);
+
             var p = new Dictionary<string, string>(precisions)
             {
                 ["norm/rope/attention/softmax/swiglu"] = "float32 on the device (one thread per output; sequential float32 sums; exp and rsqrt from IEEE +,*,/ only)",
-                ["residual stream, kv cache, biases"] = "float32 on the device",
+                ["residual stream, biases"] = "float32 on the device",
+                ["kv cache"] = kvCache switch
+                {
+                    "fp8-e4m3" => "fp8-e4m3 as vLLM (calculate_kv_scales): per layer k_scale = max|K|/200, v_scale = max|V|/100 from the first token of each sequence (this engine steps one token at a time; vLLM computes them once, on its first forward batch), write e4m3(x / scale) RNE satfinite, read fp16(e4m3 * scale); held dequantized in float32 slots",
+                    "int8" => "int8 per token per kv head, asymmetric as LMDeploy (s = (max-min)/255, zp = min), read q*s + min in float32; held dequantized in float32 slots",
+                    _ => "float32 on the device",
+                },
                 ["embedding"] = "host gather of the exact float32 row, uploaded per token",
                 ["linear weight bytes"] = LinearWeightBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
             };
@@ -177,8 +206,8 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
         int half = _c.HeadDim / 2, kv = _c.KvDim;
         _ropeKernel(_c.NumAttentionHeads * half, _q.View, _cos.View, _sin.View, position, half);
         _ropeKernel(_c.NumKeyValueHeads * half, _k.View, _cos.View, _sin.View, position, half);
-        _copy(kv, _k.View, _caches[layer].Keys.View, position * kv);
-        _copy(kv, _v.View, _caches[layer].Values.View, position * kv);
+        Store(_k.View, _caches[layer].Keys.View, position, 2 * layer, 200f);
+        Store(_v.View, _caches[layer].Values.View, position, 2 * layer + 1, 100f);
     }
 
     void ILlamaOps.Attention(int layer, int position)
@@ -241,6 +270,25 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
         var single = new float[values.Length];
         for (int i = 0; i < single.Length; i++) single[i] = (float)values[i];
         ((ArrayView<float>)Buffer(buffer).View).SubView(0, single.Length).CopyFromCPU(single);
+    }
+
+    /// <summary>Writes one K or V row at <paramref name="position"/> through the KV-cache format (slot: the layer's k or v scale).</summary>
+    private void Store(ArrayView<float> row, ArrayView<float> cache, int position, int slot, float vllmConstant)
+    {
+        int kv = _c.KvDim;
+        switch (_kvCache)
+        {
+            case "fp8-e4m3":
+                if (position == 0) _fp8Scale!(1, row, _kvScales!.View, slot, kv, vllmConstant);
+                _fp8Store!(kv, row, cache, position * kv, _kvScales!.View, slot, _e4m3!.View);
+                break;
+            case "int8":
+                _int8Store!(_c.NumKeyValueHeads, row, cache, position * kv, _c.HeadDim);
+                break;
+            default:
+                _copy(kv, row, cache, position * kv);
+                break;
+        }
     }
 
     private void RmsNorm(ArrayView<float> x, ArrayView<float> weight, ArrayView<float> output)

@@ -52,8 +52,9 @@ internal static class IlgpuProvider
 }
 
 /// <summary>ILGPU FP16: half weights and activations, float32 accumulation.</summary>
-public sealed class IlgpuFp16Provider : IEngineProvider
+public sealed class IlgpuFp16Provider : IEngineProvider, IKvCacheFormats
 {
+    public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-fp16";
     public string Description => "ILGPU kernels: FP16 weights and activations, float32 accumulation; norms, RoPE, softmax in float32";
     public IReadOnlyList<string> Schemes { get; } = ["fp16"];
@@ -71,14 +72,15 @@ public sealed class IlgpuFp16Provider : IEngineProvider
                     ["weights"] = "IEEE half (RNE from the checkpoint value), 2 bytes each",
                     ["matmul"] = "half activations (RNE, integer emulation of cvt.rn.f16.f32) x half weights, exact products, float32 sequential accumulation, float32 output",
                     ["tensor cores"] = "no: one thread per output row on CUDA cores (no mma.sync f16 path for the N = 1 decode matvec)",
-                });
+                }, options.KvCache);
         });
     }
 }
 
 /// <summary>ILGPU INT8 W8A8: per-tensor, per-channel and SmoothQuant schemes.</summary>
-public sealed class IlgpuInt8Provider : IEngineProvider
+public sealed class IlgpuInt8Provider : IEngineProvider, IKvCacheFormats
 {
+    public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-int8";
     public string Description => "ILGPU kernels: INT8 weights x INT8 dynamic per-token activations, int32 accumulation, float rescale";
     public IReadOnlyList<string> Schemes { get; } = ["per-tensor", "per-channel", "smoothquant"];
@@ -116,14 +118,15 @@ public sealed class IlgpuInt8Provider : IEngineProvider
                 ["matmul"] = format.DotProduct + "; y = acc * (s_w * s_a) in float64, rounded once to float32",
                 ["tensor cores"] = format.UseTensorCores ? "yes: mma.sync m16n8k32 s8 (self-tested at engine creation)" : "no (see matmul)",
                 ["calibration"] = calibrationNote,
-            });
+            }, options.KvCache);
         });
     }
 }
 
 /// <summary>ILGPU FP8 E4M3: per-tensor and per-channel weight scales, dynamic per-token activation scale.</summary>
-public sealed class IlgpuFp8Provider : IEngineProvider
+public sealed class IlgpuFp8Provider : IEngineProvider, IKvCacheFormats
 {
+    public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-fp8";
     public string Description => "ILGPU kernels: FP8 E4M3 weights and activations, float32 accumulation";
     public IReadOnlyList<string> Schemes { get; } = ["per-tensor", "per-channel"];
@@ -143,7 +146,7 @@ public sealed class IlgpuFp8Provider : IEngineProvider
                     ["weights"] = $"E4M3FN codes, {(scheme == QuantScheme.PerTensor ? "one scale per tensor" : "one scale per output channel")}, 1 byte each + float32 scales",
                     ["activations"] = "E4M3FN, dynamic per-token scale absmax/448 (Quantizer.QuantizeActivationsE4M3 rules, bit for bit)",
                     ["matmul"] = "exact decode table, exact float32 products, float32 sequential accumulation; y = acc * (s_w * s_a) in float64, rounded once to float32 (no e4m3 mma: ILGPU targets at most sm_80)",
-                });
+                }, options.KvCache);
         });
     }
 }

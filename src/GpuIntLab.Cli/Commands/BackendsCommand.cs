@@ -9,11 +9,17 @@ public static class BackendsCommand
     public static Command Create()
     {
         var accelerator = new Option<string>("--accelerator") { Description = "auto, cpu or cuda", DefaultValueFactory = _ => "auto" };
-        var command = new Command("backends", "List backends with their schemes and availability on this machine.") { accelerator };
+        var json = new Option<bool>("--json") { Description = "print every backend with its schemes and KV-cache formats as JSON" };
+        var command = new Command("backends", "List backends with their schemes and availability on this machine.") { accelerator, json };
         command.SetAction(parse =>
         {
             string acc = parse.GetValue(accelerator)!;
             if (acc is not ("auto" or "cpu" or "cuda")) throw new UserInputException($"--accelerator: unknown accelerator '{acc}' (known: auto, cpu, cuda)");
+            if (parse.GetValue(json))
+            {
+                Console.WriteLine(BackendsJson.Render(acc));
+                return 0;
+            }
             foreach (var p in BackendCatalog.All)
             {
                 var a = p.CheckAvailability(acc);

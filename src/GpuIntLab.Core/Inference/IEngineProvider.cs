@@ -16,7 +16,7 @@ public sealed record Availability(bool IsAvailable, string Reason)
 /// <param name="CalibrationPrompts">Token-id prompts for schemes that calibrate (SmoothQuant).</param>
 /// <param name="SmoothQuantAlpha">Migration strength of SmoothQuant.</param>
 public sealed record EngineOptions(string Scheme, string Accelerator = "auto", int Threads = 0,
-    IReadOnlyList<int[]>? CalibrationPrompts = null, double SmoothQuantAlpha = 0.5)
+    IReadOnlyList<int[]>? CalibrationPrompts = null, double SmoothQuantAlpha = 0.5, string KvCache = "float32")
 {
     public int EffectiveThreads => Threads > 0 ? Threads : Environment.ProcessorCount;
 }
