@@ -120,6 +120,21 @@ public static class CorpusPlots
         var heatmap = plot.Add.Heatmap(intensities);
         heatmap.Colormap = new ScottPlot.Colormaps.Viridis();
         heatmap.Position = new CoordinateRect(0, cols, 0, rows);
+        // Cells are drawn as rectangles [stage, stage+1] x [row band], so they sit exactly on the ticks at their centres;
+        // the (hidden) heatmap only feeds the colour bar its range and colour map.
+        heatmap.IsVisible = false;
+        var finite = intensities.Cast<double>().Where(double.IsFinite).ToList();
+        var range = finite.Count == 0 ? new ScottPlot.Range(0, 1) : new ScottPlot.Range(finite.Min(), Math.Max(finite.Max(), finite.Min() + 1e-9));
+        for (int row = 0; row < rows; row++)
+            for (int s = 0; s < cols; s++)
+            {
+                if (!double.IsFinite(intensities[row, s])) continue;
+                var cell = plot.Add.Rectangle(s, s + 1, rows - row - 1, rows - row);
+                var color = heatmap.Colormap.GetColor(intensities[row, s], range);
+                cell.FillStyle.Color = color;
+                cell.LineStyle.Width = 0;
+            }
+        plot.Axes.SetLimits(0, cols, 0, rows);
         var bar = plot.Add.ColorBar(heatmap);
         bar.Label = "log10 relative error";
         // Row 0 of the intensities is drawn at the top.
