@@ -271,19 +271,9 @@ public sealed class IlgpuInt64Engine : LlamaEngine, IRawLogitsEngine, IExactLlam
         if (buffer == StepBuffer.Logits) LastRawLogits = values.ToArray();
     }
 
-    void ILlamaOps.Read(StepBuffer buffer, Span<double> destination)
-    {
-        var raw = new long[destination.Length];
-        ((IExactLlamaOps)this).ReadRaw(buffer, raw);
-        for (int i = 0; i < raw.Length; i++) destination[i] = Q48.ToDouble(raw[i]);
-    }
+    void ILlamaOps.Read(StepBuffer buffer, Span<double> destination) => IExactLlamaOps.ReadAsDoubles(this, buffer, destination);
 
-    void ILlamaOps.Write(StepBuffer buffer, ReadOnlySpan<double> values)
-    {
-        var raw = new long[values.Length];
-        for (int i = 0; i < raw.Length; i++) raw[i] = Q48.FromDouble(values[i]);
-        ((IExactLlamaOps)this).WriteRaw(buffer, raw);
-    }
+    void ILlamaOps.Write(StepBuffer buffer, ReadOnlySpan<double> values) => IExactLlamaOps.WriteFromDoubles(this, buffer, values);
 
     private void RmsNorm(ArrayView<long> x, ArrayView<long> weight, ArrayView<long> output, int layer, string what)
     {

@@ -83,6 +83,22 @@ public interface IExactLlamaOps : ILlamaOps
 {
     void ReadRaw(StepBuffer buffer, Span<long> destination);
     void WriteRaw(StepBuffer buffer, ReadOnlySpan<long> values);
+
+    /// <summary>The float64 view of a raw buffer, for the exact engines' <see cref="ILlamaOps.Read"/>.</summary>
+    static void ReadAsDoubles(IExactLlamaOps ops, StepBuffer buffer, Span<double> destination)
+    {
+        var raw = new long[destination.Length];
+        ops.ReadRaw(buffer, raw);
+        for (int i = 0; i < raw.Length; i++) destination[i] = GpuIntLab.Core.FixedPoint.Q48.ToDouble(raw[i]);
+    }
+
+    /// <summary>Float64 values converted as the oracle converts inputs, for the exact engines' <see cref="ILlamaOps.Write"/>.</summary>
+    static void WriteFromDoubles(IExactLlamaOps ops, StepBuffer buffer, ReadOnlySpan<double> values)
+    {
+        var raw = new long[values.Length];
+        for (int i = 0; i < raw.Length; i++) raw[i] = GpuIntLab.Core.FixedPoint.Q48.FromDouble(values[i]);
+        ops.WriteRaw(buffer, raw);
+    }
 }
 
 /// <summary>
