@@ -1,7 +1,4 @@
-using GpuIntLab.Backends.Cuda;
-using GpuIntLab.Backends.Ilgpu;
 using GpuIntLab.Core.Inference;
-using GpuIntLab.Oracle;
 
 namespace GpuIntLab.Backends;
 
@@ -13,11 +10,5 @@ namespace GpuIntLab.Backends;
 public static class ExactRawLogits
 {
     /// <summary>The engine's raw logits of its last step that computed logits, or null when it is not an exact Q16.48 engine.</summary>
-    public static long[]? Last(IInferenceEngine engine) => engine switch
-    {
-        OracleEngine o => o.LastRawLogits,
-        IlgpuInt64Engine i => i.LastRawLogits,
-        CudaInt64Engine c => c.LastRawLogits,
-        _ => null,
-    };
+    public static long[]? Last(IInferenceEngine engine) => (engine as IRawLogitsEngine)?.LastRawLogits;
 }

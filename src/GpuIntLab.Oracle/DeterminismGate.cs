@@ -23,16 +23,22 @@ public static class DeterminismGate
     public static string Hash(LlamaCheckpoint checkpoint, IReadOnlyList<int[]> prompts, int newTokens, int threads)
     {
         using var oracle = new OracleEngine(checkpoint, threads);
+        return Hash(oracle, prompts, newTokens);
+    }
+
+    /// <summary>The same hash for any exact engine (the oracle, the ILGPU and CUDA INT64 backends): one gate for all.</summary>
+    public static string Hash(IRawLogitsEngine engine, IReadOnlyList<int[]> prompts, int newTokens)
+    {
         using var hash = new LogitsHash();
         foreach (var prompt in prompts)
         {
-            oracle.Reset();
+            engine.Reset();
             long[] logits = [];
-            foreach (int token in prompt) { logits = oracle.DecodeRaw(token); hash.Append(logits); }
+            foreach (int token in prompt) { engine.Decode(token); logits = engine.LastRawLogits; hash.Append(logits); }
             for (int i = 0; i < newTokens; i++)
             {
-                int next = ArgMax(logits);
-                logits = oracle.DecodeRaw(next);
+                engine.Decode(ArgMax(logits));
+                logits = engine.LastRawLogits;
                 hash.Append(logits);
             }
         }
