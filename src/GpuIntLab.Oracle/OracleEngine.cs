@@ -239,14 +239,7 @@ public sealed class OracleEngine : LlamaEngine, IRawLogitsEngine, IExactLlamaOps
 
     private static void AddBias(long[] y, long[]? bias, int layer, string projection)
     {
-        if (bias is null) return;
-        for (int i = 0; i < y.Length; i++)
-        {
-            long b = bias[i % bias.Length], sum = y[i] + b;
-            if (((y[i] ^ sum) & (b ^ sum)) < 0)
-                throw new Q48OverflowException($"layer {layer} {projection} bias: output element {i % bias.Length} left the Q16.48 range");
-            y[i] = sum;
-        }
+        if (bias is not null) AddChecked(y, bias, layer, $"{projection} bias");
     }
 
     /// <summary>
@@ -297,16 +290,23 @@ public sealed class OracleEngine : LlamaEngine, IRawLogitsEngine, IExactLlamaOps
         return new Int128((ulong)hi0, lo0) + new Int128((ulong)hi1, lo1);
     }
 
-    private static void AddResidual(long[] x, long[] delta, int layer, string block)
+    private static void AddResidual(long[] x, long[] delta, int layer, string block) => AddChecked(x, delta, layer, $"{block} residual");
+
+    /// <summary>
+    /// y += delta row by row (delta is one row: a bias broadcast over the tokens, or the whole of y for a residual add),
+    /// each sum checked: Q16.48 never wraps.
+    /// </summary>
+    private static void AddChecked(long[] y, long[] delta, int layer, string what)
     {
-        for (int i = 0; i < x.Length; i++)
-        {
-            long sum = x[i] + delta[i];
-            // Signed overflow iff both operands share a sign that the sum does not.
-            if (((x[i] ^ sum) & (delta[i] ^ sum)) < 0)
-                throw new Q48OverflowException($"layer {layer} {block} residual: hidden state element {i} left the Q16.48 range");
-            x[i] = sum;
-        }
+        for (int row = 0; row < y.Length; row += delta.Length)
+            for (int j = 0; j < delta.Length; j++)
+            {
+                long a = y[row + j], b = delta[j], sum = a + b;
+                // Signed overflow iff both operands share a sign that the sum does not.
+                if (((a ^ sum) & (b ^ sum)) < 0)
+                    throw new Q48OverflowException($"layer {layer} {what}: element {j} left the Q16.48 range");
+                y[row + j] = sum;
+            }
     }
 
     /// <summary>RMSNorm: w * (x * rsqrt(mean(x^2) + eps)); mean from the exact 128-bit sum of squares, rounded once.</summary>

@@ -226,7 +226,7 @@ public sealed class LlamaCheckpoint : IDisposable
         _tensors.TryGetValue(name, out var e) ? e.Info : throw new ModelLoadException($"{Folder}: tensor '{name}' not found");
 
     /// <summary>The output projection: lm_head, or the embeddings when they are tied.</summary>
-    public TensorInfo LmHead => _tensors.ContainsKey(LmHeadName) && !Config.TieWordEmbeddings ? Info(LmHeadName) : Info(EmbeddingName);
+    public TensorInfo LmHead => Info(Config.TieWordEmbeddings ? EmbeddingName : LmHeadName);
 
     public TensorInfo Layer(int layer, LayerWeight w) => Info(LayerTensorName(layer, w));
 

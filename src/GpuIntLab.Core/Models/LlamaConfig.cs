@@ -221,12 +221,11 @@ public sealed record LlamaConfig
                 if (Bool("use_sliding_window") == true)
                     throw Bad("use_sliding_window", "is true: sliding-window attention is not supported (every released Qwen2.5/Qwen3 sets it false)");
             }
-            else if (Field(root, "sliding_window") is { } window)
+            else if (Field(root, "sliding_window") != null)
             {
                 int w = Int(root, "sliding_window", "sliding_window", 1, int.MaxValue);
                 if (w < maxPositions)
                     throw Bad("sliding_window", $"is {w}, shorter than max_position_embeddings {maxPositions}: sliding-window attention is not supported (lower max_position_embeddings to {w} to run within the window)");
-                _ = window;
             }
 
             bool attentionBias = Bool("attention_bias") ?? false;
