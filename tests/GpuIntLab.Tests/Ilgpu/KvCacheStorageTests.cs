@@ -178,3 +178,36 @@ internal sealed class FloatSlotReferenceStore : KvCacheStore
     public override void AttentionOutput(int layer, ArrayView<float> p, ArrayView<float> output, int n)
         => _output(Config.QDim, p, _values[layer].View, output, n, Config.HeadDim, Config.KvDim, Config.GroupSize);
 }
+
+/// <summary>
+/// The KV-cache kernels (the generic attention reads closed over each format's rows) compiled offline by ILGPU's PTX
+/// backend for sm_80, as <see cref="IlgpuPtxTests"/> does for the other kernels: the CUDA path compiles, with no fused
+/// multiply-add, and the reads' products that feed a sum are mul.rn (which ptxas may not contract into an fma), so CUDA
+/// computes the float32 values the CPU accelerator does. (ptxas and the JIT still run only on a real device.)
+/// </summary>
+public class KvCachePtxTests(ITestOutputHelper output)
+{
+    public static TheoryData<string> Kernels() => new()
+    {
+        nameof(KvCacheKernels.Fp8Scale), nameof(KvCacheKernels.Fp8Store), nameof(KvCacheKernels.Int8Store),
+        "Scores<Fp8Rows>", "Scores<Int8Rows>", "AttentionOutput<Fp8Rows>", "AttentionOutput<Int8Rows>",
+    };
+
+    [Theory]
+    [MemberData(nameof(Kernels))]
+    public void KernelCompilesToPtxForSm80WithoutFma(string kernel)
+    {
+        var name = kernel.Split('<', '>');
+        var method = typeof(KvCacheKernels).GetMethod(name[0], System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Static)!;
+        if (name.Length > 1) method = method.MakeGenericMethod(name[1] == nameof(Fp8Rows) ? typeof(Fp8Rows) : typeof(Int8Rows));
+        using var context = Context.Create(b => b.Default().EnableAlgorithms());
+        using var backend = new ILGPU.Backends.PTX.PTXBackend(context, new ILGPU.Runtime.Cuda.CudaCapabilityContext(ILGPU.Runtime.Cuda.CudaArchitecture.SM_80),
+            ILGPU.Runtime.Cuda.CudaArchitecture.SM_80, ILGPU.Runtime.Cuda.CudaInstructionSet.ISA_71, null);
+        var compiled = (ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(ILGPU.Backends.EntryPoints.EntryPointDescription.FromImplicitlyGroupedKernel(method), default);
+        string ptx = compiled.PTXAssembly;
+        Assert.Contains(".target sm_80", ptx);
+        Assert.DoesNotContain("fma.", ptx);
+        if (name.Length > 1) Assert.Contains("mul.rn.f32", ptx);
+        output.WriteLine($"{kernel}: {ptx.Length} chars of PTX; f32 ops {string.Join(", ", ptx.Split('\n').Select(l => l.Trim().Split(' ', '\t')[0]).Where(o => o.EndsWith(".f32", StringComparison.Ordinal)).Distinct())}");
+    }
+}
