@@ -15,6 +15,7 @@ internal abstract class KvCacheStore : IDisposable
 {
     private readonly List<IDisposable> _owned = [];
     private readonly List<(Func<long> Bytes, Func<int> Positions, Func<int, bool> Ensure)> _buffers = [];
+    private readonly int _initialPositions;
 
     /// <param name="initialPositions">Positions allocated before the first growth (tests take few, to grow early).</param>
     protected KvCacheStore(Accelerator accelerator, LlamaConfig config, string format, int initialPositions)
@@ -24,8 +25,6 @@ internal abstract class KvCacheStore : IDisposable
         Format = format;
         _initialPositions = initialPositions;
     }
-
-    private readonly int _initialPositions;
 
     protected Accelerator Accelerator { get; }
     protected LlamaConfig Config { get; }
@@ -48,12 +47,13 @@ internal abstract class KvCacheStore : IDisposable
     /// <summary>Bytes one position takes in one layer, K and V together, from the allocations themselves.</summary>
     public long BytesPerToken => DeviceBytes / ((long)Config.NumHiddenLayers * Positions);
 
-    /// <summary>Creates the store of a format (<see cref="KvCacheKernels.Formats"/>).</summary>
-    public static KvCacheStore Create(string format, Accelerator accelerator, LlamaConfig config) => Create(format, accelerator, config, DefaultInitialPositions);
-
     /// <summary>Positions a cache holds before it first grows (as every <see cref="GrowableBuffer{T}"/> of the engine).</summary>
     public const int DefaultInitialPositions = 64;
 
+    /// <summary>Creates the store of a format (<see cref="KvCacheKernels.Formats"/>), room for <see cref="DefaultInitialPositions"/> to start.</summary>
+    public static KvCacheStore Create(string format, Accelerator accelerator, LlamaConfig config) => Create(format, accelerator, config, DefaultInitialPositions);
+
+    /// <summary>Creates the store of a format with room for <paramref name="initialPositions"/> to start.</summary>
     public static KvCacheStore Create(string format, Accelerator accelerator, LlamaConfig config, int initialPositions) => format switch
     {
         "float32" => new Float32KvCacheStore(accelerator, config, initialPositions),
