@@ -17,6 +17,9 @@ public sealed class GrowableBuffer<T>(Accelerator accelerator, long elementsPerP
 
     public ArrayView<T> View => _buffer.View;
 
+    /// <summary>Bytes the device allocation holds now (all positions, used or not).</summary>
+    public long LengthInBytes => _buffer.LengthInBytes;
+
     /// <summary>Makes room for <paramref name="positions"/> positions; true if the buffer was reallocated.</summary>
     public bool Ensure(int positions)
     {

@@ -8,45 +8,32 @@ namespace GpuIntLab.Backends.Ilgpu;
 /// <summary>
 /// The Llama forward on an ILGPU accelerator with every linear layer (lm_head included) in a
 /// low-precision format (<see cref="IDeviceLinear"/>: FP16, INT8, FP8) and everything else in float32 on
-/// the device: RMSNorm, RoPE (float32 cos/sin table from float64 angles), attention over a float32 KV
-/// cache, softmax, SwiGLU, residual stream. The embedding row is gathered on the host (exact float32
+/// the device: RMSNorm, RoPE (float32 cos/sin table from float64 angles), attention over a KV cache held
+/// in its format (<see cref="KvCacheStore"/>: float32, or 1-byte FP8 / INT8 codes dequantized where attention reads
+/// them), softmax, SwiGLU, residual stream. The embedding row is gathered on the host (exact float32
 /// of the checkpoint value) and uploaded; logits come back as float32 widened to float64.
 /// </summary>
 public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
 {
-    private sealed class LayerCache(Accelerator acc, int kvDim) : IDisposable
-    {
-        public readonly GrowableBuffer<float> Keys = new(acc, kvDim), Values = new(acc, kvDim);
-        public void Dispose() { Keys.Dispose(); Values.Dispose(); }
-    }
-
     private readonly LlamaConfig _c;
     private readonly IlgpuDevice _device;
     private readonly IDisposable _format;
     private readonly float[] _embedding;
     private readonly ModelWeights<IDeviceLinear, MemoryBuffer1D<float, Stride1D.Dense>> _weights;
-    private readonly LayerCache[] _caches;
+    private readonly KvCacheStore _kv;
     private readonly FloatRope _rope;
     private readonly GrowableBuffer<float> _cos, _sin, _scores;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _x, _xb, _q, _k, _v, _att, _hb, _hb2, _projected, _inv, _logits;
     private readonly float _eps, _scale;
     private readonly List<IDisposable> _owned = [];
     private int _ropePositions; // positions whose cos/sin are on the device
-    private readonly string _kvCache;
-    private readonly MemoryBuffer1D<float, Stride1D.Dense>? _kvScales, _e4m3;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, float>? _fp8Scale;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, int, ArrayView<float>>? _fp8Store;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int>? _int8Store;
 
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, float> _rmsInverse;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _rmsApply;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, float> _rmsInverseRows;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _rmsApplyRows;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _ropeKernel;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _copy;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, float> _scoresK;
     private readonly Action<Index1D, ArrayView<float>, int> _softmax;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int> _attOut;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _residual;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
 
@@ -56,11 +43,24 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
     /// <summary>Device bytes of the linear weights and their scales (all layers and lm_head).</summary>
     public long LinearWeightBytes { get; }
 
+    /// <summary>Device bytes one token takes in one layer's KV cache, K and V together, as allocated (codes and per-token scales).</summary>
+    public long KvCacheBytesPerToken => _kv.BytesPerToken;
+
+    /// <summary>The KV cache (tests: its allocations and growth).</summary>
+    internal KvCacheStore KvCache => _kv;
+
     /// <param name="makeLinear">Builds one linear layer from its tensor name and exact float32 weights [rows, cols].</param>
-    /// <param name="kvCache">KV-cache format applied at the store (<see cref="KvCacheKernels"/>): "float32", "fp8-e4m3" or "int8".</param>
+    /// <param name="kvCache">KV-cache format (<see cref="KvCacheKernels"/>): "float32", "fp8-e4m3" or "int8".</param>
     public IlgpuFloatEngine(LlamaCheckpoint checkpoint, IlgpuDevice device, IDisposable format,
         Func<string, float[], int, int, IDeviceLinear> makeLinear, string name, string formatName, string scheme,
-        IReadOnlyDictionary<string, string> precisions, string kvCache = "float32") : base(checkpoint.Config)
+        IReadOnlyDictionary<string, string> precisions, string kvCache = "float32")
+        : this(checkpoint, device, format, makeLinear, name, formatName, scheme, precisions, kvCache, KvCacheStore.Create) { }
+
+    /// <param name="makeKvCache">Builds the KV cache of the format (tests substitute a reference store).</param>
+    internal IlgpuFloatEngine(LlamaCheckpoint checkpoint, IlgpuDevice device, IDisposable format,
+        Func<string, float[], int, int, IDeviceLinear> makeLinear, string name, string formatName, string scheme,
+        IReadOnlyDictionary<string, string> precisions, string kvCache, Func<string, Accelerator, LlamaConfig, KvCacheStore> makeKvCache)
+        : base(checkpoint.Config)
     {
         if (!KvCacheKernels.Formats.Contains(kvCache))
         {
@@ -68,7 +68,6 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
             format.Dispose();
             throw new ArgumentException($"{name}: unknown kv_cache '{kvCache}' (expected {string.Join(", ", KvCacheKernels.Formats)})");
         }
-        _kvCache = kvCache;
         _c = checkpoint.Config;
         _device = device;
         _format = format;
@@ -86,8 +85,7 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
                 return OwnAny(makeLinear(t.Name == LlamaCheckpoint.EmbeddingName ? LlamaCheckpoint.LmHeadName : t.Name, weights, t.Shape[0], t.Shape[1]));
             }
             _weights = LlamaWeights.Load(checkpoint, Lin, t => Own(acc.Allocate1D(checkpoint.ReadSingle(t))));
-            _caches = new LayerCache[_c.NumHiddenLayers];
-            for (int l = 0; l < _caches.Length; l++) _caches[l] = OwnAny(new LayerCache(acc, _c.KvDim));
+            _kv = OwnAny(makeKvCache(kvCache, acc, _c));
             LinearWeightBytes = _weights.Layers.Sum(w => new[] { w.Q, w.K, w.V, w.O, w.Gate, w.Up, w.Down }.Sum(x => x.WeightBytes)) + _weights.LmHead.WeightBytes;
 
             // RoPE: float64 angles pos * inv_freq (llama3-rewritten where configured), cos/sin rounded to float32, grown with the context.
@@ -108,33 +106,16 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
             _rmsInverseRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, float>(FloatKernels.RmsInverseRows);
             _rmsApplyRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(FloatKernels.RmsApplyRows);
             _ropeKernel = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(FloatKernels.Rope);
-            _copy = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(FloatKernels.CopyTo);
-            _scoresK = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, float>(FloatKernels.Scores);
             _softmax = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int>(FloatKernels.Softmax);
-            _attOut = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(FloatKernels.AttentionOutput);
             _residual = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(FloatKernels.Residual);
             _swiGlu = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(FloatKernels.SwiGlu);
-
-            if (kvCache == "fp8-e4m3")
-            {
-                _kvScales = Zeros(2L * _c.NumHiddenLayers);
-                _e4m3 = Own(acc.Allocate1D(GpuIntLab.Core.Formats.LowBit.MiniFloatFormat.E4M3.DecodeTable.ToArray()));
-                _fp8Scale = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, float>(KvCacheKernels.Fp8Scale);
-                _fp8Store = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, int, ArrayView<float>>(KvCacheKernels.Fp8Store);
-            }
-            else if (kvCache == "int8")
-                _int8Store = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(KvCacheKernels.Int8Store);
 
             var p = new Dictionary<string, string>(precisions)
             {
                 ["norm/rope/attention/softmax/swiglu"] = "float32 on the device (one thread per output; sequential float32 sums; exp and rsqrt from IEEE +,*,/ only)",
                 ["residual stream, biases"] = "float32 on the device",
-                ["kv cache"] = kvCache switch
-                {
-                    "fp8-e4m3" => "fp8-e4m3 as vLLM (calculate_kv_scales): per layer k_scale = max|K|/200, v_scale = max|V|/100 from the first token of each sequence (this engine steps one token at a time; vLLM computes them once, on its first forward batch), write e4m3(x / scale) RNE satfinite, read fp16(e4m3 * scale); held dequantized in float32 slots",
-                    "int8" => "int8 per token per kv head, asymmetric as LMDeploy (s = (max-min)/255, zp = min), read q*s + min in float32; held dequantized in float32 slots",
-                    _ => "float32 on the device",
-                },
+                ["kv cache"] = _kv.Description,
+                ["kv cache bytes per token per layer"] = KvCacheBytesPerToken.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["embedding"] = "host gather of the exact float32 row, uploaded per token",
                 ["linear weight bytes"] = LinearWeightBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
             };
@@ -157,7 +138,7 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
     void ILlamaOps.Begin(int tokens, int position)
     {
         if (tokens != 1) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "this engine runs one token a step");
-        foreach (var cache in _caches) { cache.Keys.Ensure(position + 1); cache.Values.Ensure(position + 1); }
+        _kv.Ensure(position + 1);
         _scores.Ensure(position + 1);
         if (_ropePositions < position + 1)
         {
@@ -203,21 +184,19 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
 
     void ILlamaOps.RopeAndStore(int layer, int position)
     {
-        int half = _c.HeadDim / 2, kv = _c.KvDim;
+        int half = _c.HeadDim / 2;
         _ropeKernel(_c.NumAttentionHeads * half, _q.View, _cos.View, _sin.View, position, half);
         _ropeKernel(_c.NumKeyValueHeads * half, _k.View, _cos.View, _sin.View, position, half);
-        Store(_k.View, _caches[layer].Keys.View, position, 2 * layer, 200f);
-        Store(_v.View, _caches[layer].Values.View, position, 2 * layer + 1, 100f);
+        _kv.Store(layer, _k.View, _v.View, position);
     }
 
     void ILlamaOps.Attention(int layer, int position)
     {
-        int heads = _c.NumAttentionHeads, hd = _c.HeadDim, n = position + 1;
-        var cache = _caches[layer];
+        int heads = _c.NumAttentionHeads, n = position + 1;
         var scores = _scores.View.SubView(0, heads * n);
-        _scoresK(heads * n, _q.View, cache.Keys.View, scores, n, hd, _c.KvDim, _c.GroupSize, _scale);
+        _kv.Scores(layer, _q.View, scores, n, _scale);
         _softmax(heads, scores, n);
-        _attOut(heads * hd, scores, cache.Values.View, _att.View, n, hd, _c.KvDim, _c.GroupSize);
+        _kv.AttentionOutput(layer, scores, _att.View, n);
     }
 
     void ILlamaOps.OutputProjection(int layer)
@@ -270,25 +249,6 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
         var single = new float[values.Length];
         for (int i = 0; i < single.Length; i++) single[i] = (float)values[i];
         ((ArrayView<float>)Buffer(buffer).View).SubView(0, single.Length).CopyFromCPU(single);
-    }
-
-    /// <summary>Writes one K or V row at <paramref name="position"/> through the KV-cache format (slot: the layer's k or v scale).</summary>
-    private void Store(ArrayView<float> row, ArrayView<float> cache, int position, int slot, float vllmConstant)
-    {
-        int kv = _c.KvDim;
-        switch (_kvCache)
-        {
-            case "fp8-e4m3":
-                if (position == 0) _fp8Scale!(1, row, _kvScales!.View, slot, kv, vllmConstant);
-                _fp8Store!(kv, row, cache, position * kv, _kvScales!.View, slot, _e4m3!.View);
-                break;
-            case "int8":
-                _int8Store!(_c.NumKeyValueHeads, row, cache, position * kv, _c.HeadDim);
-                break;
-            default:
-                _copy(kv, row, cache, position * kv);
-                break;
-        }
     }
 
     private void RmsNorm(ArrayView<float> x, ArrayView<float> weight, ArrayView<float> output)
