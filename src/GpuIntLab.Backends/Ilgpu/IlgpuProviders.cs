@@ -187,9 +187,10 @@ public static class IlgpuMemory
         return total;
     }
 
-    /// <summary>KV cache for the full context (float32 for the float formats, int64 for Q16.48).</summary>
-    public static long KvCacheBytes(LlamaConfig c, string provider) =>
-        2L * c.NumHiddenLayers * c.MaxPositionEmbeddings * c.KvDim * (provider == "ilgpu-int64" ? 8 : 4);
+    /// <summary>KV cache for the full context: int64 for Q16.48, else the float engines' format (<see cref="KvCacheKernels.BytesPerToken"/>: float32 slots or 1-byte codes).</summary>
+    public static long KvCacheBytes(LlamaConfig c, string provider, string kvCache = "float32") =>
+        (long)c.NumHiddenLayers * c.MaxPositionEmbeddings
+        * (provider == "ilgpu-int64" ? 2L * c.KvDim * sizeof(long) : KvCacheKernels.BytesPerToken(kvCache, c.KvDim, c.NumKeyValueHeads));
 
     /// <summary>(rows, cols) of every linear layer and lm_head.</summary>
     public static IEnumerable<(int Rows, int Cols)> Linears(LlamaConfig c)
