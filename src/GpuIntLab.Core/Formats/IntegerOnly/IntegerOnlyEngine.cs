@@ -60,7 +60,8 @@ public sealed partial class IntegerOnlyEngine : LlamaEngine, ILlamaOps
         _q = new int[tokens * _c.QDim]; _attention = new int[tokens * _c.QDim];
         _k = new int[tokens * _c.KvDim]; _v = new int[tokens * _c.KvDim];
         _gate = new int[tokens * _c.IntermediateSize]; _up = new int[tokens * _c.IntermediateSize];
-        _codes = new sbyte[Math.Max(Math.Max(d, _c.IntermediateSize), _c.QDim)];
+        int widestInput = d > _c.IntermediateSize ? d : _c.IntermediateSize;
+        _codes = new sbyte[widestInput > _c.QDim ? widestInput : _c.QDim];
     }
 
     void ILlamaOps.Embed(ReadOnlySpan<int> tokens)
