@@ -75,8 +75,8 @@ public class IntegerOnlyEngineTests(ITestOutputHelper output)
         var clock = Stopwatch.StartNew();
         var model = FamilyConformance.Model(modelName);
         using var checkpoint = LlamaCheckpoint.Open(model.Folder);
-        int stages = AssertBitIdentical(checkpoint, model.Case("greedy-0").InputIds.AsSpan(0, 5), modelName);
-        output.WriteLine($"{modelName}: 5 positions, {stages} stage buffers and the logits bit-identical in {clock.Elapsed.TotalSeconds:F1} s");
+        int stages = AssertBitIdentical(checkpoint, model.Case("greedy-0").InputIds.AsSpan(0, 4), modelName);
+        output.WriteLine($"{modelName}: 4 positions, {stages} stage buffers and the logits bit-identical in {clock.Elapsed.TotalSeconds:F1} s");
     }
 
     /// <summary>The CPU engine's multi-token prefill runs (16 tokens a step) give the bits of token-by-token decoding.</summary>
