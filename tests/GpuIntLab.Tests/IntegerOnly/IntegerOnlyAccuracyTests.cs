@@ -32,12 +32,14 @@ public class IntegerOnlyAccuracyTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Bounds, loose on purpose and justified by the lab's other W8A8 rows: ilgpu-int8/per-channel (float rescale, float
-    /// softmax/norm) matches 70-80 of 80 greedy tokens on this model with a mean KL near 1e-3 (results/README.md); the
-    /// integer-only path adds integer nonlinearities whose errors (exp 3.9e-6 relative, RMSNorm 2^-21, 2^-16 steps)
-    /// are far below the int8 steps (1/254 of a row's range), so it must stay in that class: mean KL below 0.02 and
-    /// top-1 agreement on at least 90% of teacher-forced positions. A convention error (a wrong scale, a sign, a
-    /// missing gamma) sends the KL above 1 and the agreement near chance.
+    /// Bounds, loose on purpose and justified by the lab's float-rescaled W8A8 row: ilgpu-int8/per-channel (float
+    /// requantisation, float softmax / norm / SiLU, float KV cache) has a mean KL of 9.4e-5 on this model
+    /// (results/README.md, 4 prompts x 20 tokens). The integer-only path adds integer nonlinearities whose errors
+    /// (exp 3.9e-6 relative, RMSNorm ~2^-20, 2^-16 steps) are far below the int8 steps (1/254 of a row's range), plus
+    /// an int8 embedding and an int8 KV cache, so it must stay in that class: mean KL below 1e-3 (ten times the
+    /// float W8A8 row) and the oracle's top-1 on at least 90% of the teacher-forced positions. A convention error (a
+    /// wrong scale or shift, a sign, a missing gamma) sends the KL above 0.1 and the agreement towards chance.
+    /// Measured (2026-12-01): 40/40 greedy, 40/40 top-1, mean KL 5.7e-5.
     /// </summary>
     [Fact]
     public void CpuEngineFollowsTheOracleOnTheEmbeddedModel()
@@ -68,7 +70,7 @@ public class IntegerOnlyAccuracyTests(ITestOutputHelper output)
         }
         double klMean = klSum / positions;
         output.WriteLine($"integer-only (CPU) vs oracle, embedded model, 4 prompts x {newTokens}: greedy {greedySame}/{positions}, teacher-forced top-1 {top1Same}/{positions}, KL mean {klMean:E3} max {klMax:E3}");
-        Assert.True(klMean < 0.02, $"mean KL {klMean}");
+        Assert.True(klMean < 1e-3, $"mean KL {klMean}");
         Assert.True(top1Same >= 0.9 * positions, $"top-1 {top1Same}/{positions}");
     }
 }
