@@ -96,8 +96,9 @@ public sealed partial class IntegerOnlyEngine : LlamaEngine, ILlamaOps
     {
         var w = _model.Weights.Layers[layer];
         int hd = _c.HeadDim;
-        for (int i = 0; i < _q.Length; i += hd) Norm(_q.AsSpan(i, hd).ToArray(), w.QNorm!, _q.AsSpan(i, hd));
-        for (int i = 0; i < _k.Length; i += hd) Norm(_k.AsSpan(i, hd).ToArray(), w.KNorm!, _k.AsSpan(i, hd));
+        // In place: the row function reads each element before it writes that element.
+        for (int i = 0; i < _q.Length; i += hd) Norm(_q.AsSpan(i, hd), w.QNorm!, _q.AsSpan(i, hd));
+        for (int i = 0; i < _k.Length; i += hd) Norm(_k.AsSpan(i, hd), w.KNorm!, _k.AsSpan(i, hd));
     }
 
     void ILlamaOps.RopeAndStore(int layer, int position)

@@ -63,7 +63,7 @@ public static class IntegerRmsNorm
     public static int ApplyWeight(long normalized, int weightCode, int weightShift) =>
         IntegerArithmetic.SaturateInt32(IntegerArithmetic.RoundShift(normalized * weightCode, weightShift));
 
-    /// <summary>One row, all steps (the CPU engine's RMSNorm; the device splits it at the same helpers).</summary>
+    /// <summary>One row, all steps (the CPU engine's RMSNorm; the device splits it at the same helpers). Output may be x itself: element i is written after its last read.</summary>
     public static void Row(ReadOnlySpan<int> x, ReadOnlySpan<int> weightCodes, int weightShift, int epsilonMultiplier, int epsilonExponent, Span<int> output)
     {
         if (x.Length > MaxRowLength) throw new ArgumentOutOfRangeException(nameof(x), x.Length, $"integer RMSNorm rows hold at most {MaxRowLength} elements");
