@@ -20,10 +20,10 @@ public sealed class IlgpuIntegerOnlyEngine : LlamaEngine, ILlamaOps
 
     private sealed record DeviceVector(MemoryBuffer1D<int, Stride1D.Dense> Codes, int FracBits);
 
-    private sealed class LayerCache(Accelerator acc, int kvDim, int kvHeads) : IDisposable
+    private sealed class LayerCache(Accelerator acc, int kvDim, int kvHeads, int initialPositions) : IDisposable
     {
-        public readonly GrowableBuffer<sbyte> Keys = new(acc, kvDim), Values = new(acc, kvDim);
-        public readonly GrowableBuffer<int> KeyScales = new(acc, 2 * kvHeads), ValueScales = new(acc, 2 * kvHeads);
+        public readonly GrowableBuffer<sbyte> Keys = new(acc, kvDim, initialPositions), Values = new(acc, kvDim, initialPositions);
+        public readonly GrowableBuffer<int> KeyScales = new(acc, 2 * kvHeads, initialPositions), ValueScales = new(acc, 2 * kvHeads, initialPositions);
         public void Ensure(int positions) { Keys.Ensure(positions); Values.Ensure(positions); KeyScales.Ensure(positions); ValueScales.Ensure(positions); }
         public void Dispose() { Keys.Dispose(); Values.Dispose(); KeyScales.Dispose(); ValueScales.Dispose(); }
     }
@@ -66,7 +66,8 @@ public sealed class IlgpuIntegerOnlyEngine : LlamaEngine, ILlamaOps
 
     public IlgpuIntegerOnlyEngine(LlamaCheckpoint checkpoint, IlgpuDevice device) : this(new IntegerOnlyModel(checkpoint), device) { }
 
-    public IlgpuIntegerOnlyEngine(IntegerOnlyModel model, IlgpuDevice device) : base(model.Config)
+    /// <param name="initialPositions">Positions the device KV cache, score rows and RoPE rows hold before they first grow (tests make it small to cross the growth).</param>
+    public IlgpuIntegerOnlyEngine(IntegerOnlyModel model, IlgpuDevice device, int initialPositions = 64) : base(model.Config)
     {
         _c = model.Config;
         _model = model;
@@ -92,13 +93,13 @@ public sealed class IlgpuIntegerOnlyEngine : LlamaEngine, ILlamaOps
             LinearWeightBytes = uploaded.Values.Where(m => m != _embedding || model.TiedHead).Sum(m => m.Codes.LengthInBytes + m.Multipliers.LengthInBytes + m.Exponents.LengthInBytes);
 
             _caches = new LayerCache[_c.NumHiddenLayers];
-            for (int l = 0; l < _caches.Length; l++) _caches[l] = Own(new LayerCache(acc, _c.KvDim, _c.NumKeyValueHeads));
-            _rope = new IntegerRopeTable(_c);
-            _cos = Own(new GrowableBuffer<int>(acc, _c.HeadDim / 2));
-            _sin = Own(new GrowableBuffer<int>(acc, _c.HeadDim / 2));
-            _scores = Own(new GrowableBuffer<long>(acc, _c.NumAttentionHeads));
-            _exps = Own(new GrowableBuffer<long>(acc, _c.NumAttentionHeads));
-            _probabilities = Own(new GrowableBuffer<int>(acc, _c.NumAttentionHeads));
+            for (int l = 0; l < _caches.Length; l++) _caches[l] = Own(new LayerCache(acc, _c.KvDim, _c.NumKeyValueHeads, initialPositions));
+            _rope = new IntegerRopeTable(_c, initialPositions);
+            _cos = Own(new GrowableBuffer<int>(acc, _c.HeadDim / 2, initialPositions));
+            _sin = Own(new GrowableBuffer<int>(acc, _c.HeadDim / 2, initialPositions));
+            _scores = Own(new GrowableBuffer<long>(acc, _c.NumAttentionHeads, initialPositions));
+            _exps = Own(new GrowableBuffer<long>(acc, _c.NumAttentionHeads, initialPositions));
+            _probabilities = Own(new GrowableBuffer<int>(acc, _c.NumAttentionHeads, initialPositions));
 
             int d = _c.HiddenSize;
             _x = Ints(d); _xb = Ints(d); _projected = Ints(d); _q = Ints(_c.QDim); _att = Ints(_c.QDim); _k = Ints(_c.KvDim); _v = Ints(_c.KvDim);

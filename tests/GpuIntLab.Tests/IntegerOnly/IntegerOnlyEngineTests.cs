@@ -66,6 +66,27 @@ public class IntegerOnlyEngineTests(ITestOutputHelper output)
         output.WriteLine($"tinystories-512: 12 positions, {stages} stage buffers and the logits bit-identical in {clock.Elapsed.TotalSeconds:F1} s");
     }
 
+    /// <summary>
+    /// The KV caches, score rows and RoPE rows grow by doubling (GrowableBuffer on the device, KvCache and the integer
+    /// RoPE table on the CPU); started at 2 positions, 20 tokens cross four growths, and the raw logits stay
+    /// bit-identical at every position (the default start, 64, is the same code).
+    /// </summary>
+    [Fact]
+    public void IlgpuStaysBitIdenticalWhileTheContextGrows()
+    {
+        using var checkpoint = LlamaCheckpoint.Open(EmbeddedModelTests.ModelDir);
+        var model = new IntegerOnlyModel(checkpoint);
+        using var reference = new IntegerOnlyEngine(model, initialPositions: 2);
+        using var device = new IlgpuIntegerOnlyEngine(model, IlgpuDevice.Create("cpu"), initialPositions: 2);
+        int[] tokens = EmbeddedModelTests.Prompts[1][..20];
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            reference.Decode(tokens[i]);
+            device.Decode(tokens[i]);
+            Assert.True(reference.LastRawLogits.AsSpan().SequenceEqual(device.LastRawLogits), $"raw logits differ at position {i}");
+        }
+    }
+
     public static TheoryData<string> Families() => new(FamilyConformance.Names);
 
     [Theory]

@@ -33,15 +33,16 @@ public sealed partial class IntegerOnlyEngine : LlamaEngine, ILlamaOps
 
     public IntegerOnlyEngine(LlamaCheckpoint checkpoint) : this(new IntegerOnlyModel(checkpoint)) { }
 
-    public IntegerOnlyEngine(IntegerOnlyModel model) : base(model.Config)
+    /// <param name="initialPositions">Positions the KV cache and RoPE rows hold before they first grow (tests make it small to cross the growth).</param>
+    public IntegerOnlyEngine(IntegerOnlyModel model, int initialPositions = 64) : base(model.Config)
     {
         _c = model.Config;
         _model = model;
-        _rope = new IntegerRopeTable(_c);
-        _keys = new KvCache<sbyte>(_c.NumHiddenLayers, _c.KvDim);
-        _values = new KvCache<sbyte>(_c.NumHiddenLayers, _c.KvDim);
-        _keyScales = new KvCache<int>(_c.NumHiddenLayers, 2 * _c.NumKeyValueHeads);
-        _valueScales = new KvCache<int>(_c.NumHiddenLayers, 2 * _c.NumKeyValueHeads);
+        _rope = new IntegerRopeTable(_c, initialPositions);
+        _keys = new KvCache<sbyte>(_c.NumHiddenLayers, _c.KvDim, initialPositions);
+        _values = new KvCache<sbyte>(_c.NumHiddenLayers, _c.KvDim, initialPositions);
+        _keyScales = new KvCache<int>(_c.NumHiddenLayers, 2 * _c.NumKeyValueHeads, initialPositions);
+        _valueScales = new KvCache<int>(_c.NumHiddenLayers, 2 * _c.NumKeyValueHeads, initialPositions);
         Info = new EngineInfo("integer-only-cpu", IntegerOnlyNotes.Format, IntegerOnlyNotes.Scheme, "cpu (1 thread)", IntegerOnlyNotes.Precisions(model));
     }
 

@@ -113,9 +113,10 @@ public sealed record FixedVector(int[] Codes, int FracBits)
 
 /// <summary>
 /// RoPE cos/sin rows at 2^-30 (int32), derived in integers from the oracle's exact Q16.48 <see cref="RopeTable"/>
-/// (RNE of the 2^-48 value to 2^-30); rows are made as the context grows.
+/// (RNE of the 2^-48 value to 2^-30); rows are made as the context grows, from <paramref name="initialPositions"/>
+/// by doubling.
 /// </summary>
-public sealed class IntegerRopeTable(LlamaConfig config)
+public sealed class IntegerRopeTable(LlamaConfig config, int initialPositions = 64)
 {
     private readonly RopeTable _exact = new(config.HeadDim, config.MaxPositionEmbeddings, config.RopeTheta, config.RopeScaling);
     private readonly int _half = config.HeadDim / 2;
@@ -128,7 +129,7 @@ public sealed class IntegerRopeTable(LlamaConfig config)
     public void Ensure(int positions)
     {
         if (positions <= Positions) return;
-        int capacity = Math.Max(64, Positions);
+        int capacity = Math.Max(Math.Max(1, initialPositions), Positions);
         while (capacity < positions) capacity *= 2;
         capacity = Math.Min(capacity, Math.Max(positions, config.MaxPositionEmbeddings));
         var cos = new long[(long)(capacity - Positions) * _half];
