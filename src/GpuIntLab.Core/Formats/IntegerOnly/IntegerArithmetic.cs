@@ -11,7 +11,7 @@ public static class IntegerArithmetic
     /// v / 2^shift rounded to nearest, ties to even (RNE), for any shift: shift &lt;= 0 is an exact left shift (the caller
     /// keeps |v| * 2^-shift below 2^63). Why RNE: it is unbiased, so a long sum of requantised terms does not drift,
     /// and it is the rounding the lab uses everywhere (Q16.48, the float formats). Source: the rounding right shift of
-    /// integer-only requantisation (I-BERT's dyadic requantisation, Kim et al. 2021, §3.1; gemmlowp's
+    /// integer-only requantisation (I-BERT's dyadic requantisation, Kim et al. 2021; gemmlowp's
     /// RoundingDivideByPOT, which rounds half away from zero instead).
     /// </summary>
     public static long RoundShift(long v, int shift)

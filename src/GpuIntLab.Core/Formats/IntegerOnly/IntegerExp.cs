@@ -34,7 +34,7 @@ public static class IntegerExp
 
     /// <summary>
     /// e^x for x &lt;= 0 given as an integer at scale 2^-<paramref name="fracBits"/> (fracBits &lt;= 32), returned at
-    /// 2^-30. Source: the base-2 decomposition of I-BERT's i-exp (Kim et al. 2021, Algorithm 2) and I-LLM's DI-Exp
+    /// 2^-30. Source: the base-2 decomposition of I-BERT's i-exp (Kim et al. 2021; HF transformers' IntSoftmax, schemes.md §5.1) and I-LLM's DI-Exp
     /// (Hu et al. 2024, Algorithm 1): x = -z ln2 + r, e^x = 2^-z * 2^(r / ln2), the 2^-z a right shift. Two changes
     /// against DI-Exp, both for accuracy, measured: DI-Exp's log2(e) = 1.4375 (shifts only) becomes an exact 2^-32
     /// ln 2 step, and its linear 2^f = 1 + f/2 (6% worst error) becomes a quartic in Q30 Horner form (I-BERT uses a

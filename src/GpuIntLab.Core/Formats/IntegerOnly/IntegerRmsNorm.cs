@@ -2,7 +2,7 @@ namespace GpuIntLab.Core.Formats.IntegerOnly;
 
 /// <summary>
 /// Integer RMSNorm: y = gamma * x / sqrt(mean(x^2) + eps) on int32 rows at 2^-16, int64 arithmetic only.
-/// Source: I-BERT's IntLayerNorm (Kim et al. 2021, §3.5: integer sum of squares, Algorithm 4 i-sqrt, integer division)
+/// Source: I-BERT's IntLayerNorm (Kim et al. 2021, schemes.md §5.1: integer sum of squares, Algorithm 4 i-sqrt, integer division)
 /// ported to RMSNorm (no mean subtraction, as schemes.md §5.2 proposes), and I-LLM's DI-Norm (integer mean of squares,
 /// integer sqrt, integer division). Changes, for accuracy: the row is first scaled by a power of two so its largest
 /// |x| lies in [2^22, 2^23) (I-BERT shifts down by a fixed amount; shifting up too keeps small rows precise), the
