@@ -21,6 +21,7 @@ public static class BackendCatalog
         new IlgpuInt4Provider(),
         new IlgpuMxProvider(),
         new IlgpuNvfp4Provider(),
+        new IlgpuIntegerOnlyProvider(),
         .. Cuda.CudaProvider.All,
     ];
 
