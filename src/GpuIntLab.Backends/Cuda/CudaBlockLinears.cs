@@ -71,6 +71,9 @@ public sealed class CudaBlockLinears
         DeviceBytes = p.DeviceBytes,
     };
 
+    /// <summary>The float32 operand scratch [maxBatch, maxCols] the last Run of a block-scaled layer quantized into (self-checks read it).</summary>
+    internal ulong FloatOperand => _floats;
+
     /// <param name="input">Bf16Float (weight-only) or the matching W+A quantizer (Mx, Nvfp4).</param>
     public CudaBlockLinear UploadBlock(PackedBlock p, CudaLinearInput input)
     {

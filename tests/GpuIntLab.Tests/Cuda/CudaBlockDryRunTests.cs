@@ -108,6 +108,30 @@ public class CudaBlockDryRunTests
         File.Delete(logPath);
     }
 
+    /// <summary>
+    /// The GPU self-check of the new kernels (run by scripts/cuda-check when a GPU is lent) on the stub: every launch
+    /// passes the stub's signature and limit checks, and since the stub computes nothing, every check FAILS (the
+    /// outputs are poisoned or left unwritten): none of them can pass without the kernels running.
+    /// </summary>
+    [SkippableFact]
+    public void TheBlockSelfCheck_LaunchesEveryNewKernel_AndFailsWhenNothingIsComputed()
+    {
+        var (scope, logPath) = UseStub();
+        using var _ = scope;
+        using (var dev = new CudaDevice())
+        {
+            var checks = CudaBlockSelfCheck.Run(dev, new Random(3), CudaBlockSelfCheck.Shapes.Take(3).ToList()); // the 2048 x 2048 one only adds host time here
+            Assert.Equal(3 * 13 + 5, checks.Count); // per shape: bf16 3, int4 2, three MX 2 each, nvfp4 2; then the KV stores 5
+            Assert.All(checks, c => Assert.False(c.Pass, c.Name));
+        }
+        var log = File.ReadAllLines(logPath);
+        Assert.DoesNotContain(log, l => l.StartsWith("REFUSED", StringComparison.Ordinal));
+        var launched = log.Where(l => l.StartsWith("launch ", StringComparison.Ordinal)).Select(Kernel).ToHashSet();
+        foreach (var kernel in new[] { "input_bf16", "gemv_bf16", "gemm_bf16_mma", "input_f16", "gemv_int4", "input_mx", "input_bf16_f32", "input_nvfp4", "gemv_block", "kv_fp8_scales", "kv_store_fp8", "kv_store_int8" })
+            Assert.Contains(kernel, launched);
+        File.Delete(logPath);
+    }
+
     [SkippableFact]
     public void AnUnknownKvCache_IsRefusedBeforeTheDeviceIsTouched()
     {
