@@ -25,8 +25,8 @@ public static class CorpusPlots
 
     /// <summary>Backend and scheme come from results lines (possibly merged from other machines): only safe names become file names.</summary>
     public static string HeatmapFile(string experiment, CorpusRecord r) =>
-        SafeNames.Problem(r.Backend) is null && SafeNames.Problem(r.Scheme) is null
-            ? $"{experiment}-attribution-{r.Backend}-{r.Scheme}.png"
+        SafeNames.Problem(r.Backend) is null && SafeNames.Problem(r.Scheme) is null && (r.KvCache is null || SafeNames.Problem(r.KvCache) is null)
+            ? $"{experiment}-attribution-{r.Backend}-{r.Scheme}{(r.SchemeLabel == r.Scheme ? "" : ".kv-" + r.KvCache)}.png"
             : throw new ResultsFileException($"corpus record of experiment '{experiment}': backend '{r.Backend}' / scheme '{r.Scheme}' cannot name a file (allowed: A-Z a-z 0-9 . _ -)");
 
     // Values at or below this are drawn at it: KL of an exact engine is 0, which a log axis cannot show.

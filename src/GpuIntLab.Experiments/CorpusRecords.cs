@@ -17,6 +17,10 @@ public sealed class CorpusRecord
     [JsonPropertyName("timestamp_utc")] public string TimestampUtc { get; set; } = "";
     [JsonPropertyName("backend")] public string Backend { get; set; } = "";
     [JsonPropertyName("scheme")] public string Scheme { get; set; } = "";
+    /// <summary>The KV cache the line ran with (the spec's kv_cache, else the backend's own); null in lines written before it was recorded.</summary>
+    [JsonPropertyName("kv_cache")] public string? KvCache { get; set; }
+    /// <summary>The weight scheme's identity (element, block, scale encoding and rule, bits), null for backends without one.</summary>
+    [JsonPropertyName("weight_scheme")] public WeightSchemeIdentity? WeightScheme { get; set; }
     [JsonPropertyName("accelerator")] public string? Accelerator { get; set; }
     [JsonPropertyName("shard")] public string? Shard { get; set; }
     [JsonPropertyName("corpus")] public string? Corpus { get; set; }
@@ -70,7 +74,10 @@ public sealed class CorpusRecord
         if (Attribution?.Worst() is var (layer, stage, error)) AttributionWorst = new WorstStage(layer, stage, error);
     }
 
-    public string Key => $"{Backend}/{Scheme}";
+    /// <summary>The scheme as tables show it (with "+kv-FORMAT" when a non-default KV cache was chosen).</summary>
+    public string SchemeLabel => ResultTables.SchemeLabel(Scheme, KvCache);
+
+    public string Key => $"{Backend}/{SchemeLabel}";
 }
 
 /// <summary>The layer and stage where a backend's relative error is largest (layer -1: after the last layer).</summary>
@@ -98,6 +105,10 @@ public sealed class PairedRecord
     [JsonPropertyName("kl_diff_se")] public double KlDiffSe { get; set; }
     [JsonPropertyName("kl_diff_ci95")] public double[] KlDiffCi95 { get; set; } = [];
     [JsonPropertyName("kl_verdict")] public string KlVerdict { get; set; } = "";
+    /// <summary>Two-sided p-value of the KL difference (the interval's paired t test), for corrections over many comparisons.</summary>
+    [JsonPropertyName("kl_p_value")] public double KlPValue { get; set; }
+    /// <summary>Whether the spec planned this comparison ("comparisons"), rather than the table choosing it.</summary>
+    [JsonPropertyName("planned")] public bool Planned { get; set; }
     /// <summary>same-top-1(A) - same-top-1(B), paired by chunk.</summary>
     [JsonPropertyName("same_top1_diff")] public double SameTop1Diff { get; set; }
     [JsonPropertyName("same_top1_diff_se")] public double SameTop1DiffSe { get; set; }
@@ -116,22 +127,49 @@ public sealed class PairedRecord
             RunId = a.RunId, Experiment = a.Experiment, A = a.Key, B = b.Key, CorpusHash = a.CorpusHash, Context = a.Context,
             Chunks = kl.Chunks, TokensScored = kl.Positions,
             KlDiff = kl.Difference, KlDiffSe = kl.Se, KlDiffCi95 = [kl.Low, kl.High],
-            KlVerdict = CorpusStatistics.Verdict(kl, $"{a.Key} KL", b.Key),
+            KlVerdict = CorpusStatistics.Verdict(kl, $"{a.Key} KL", b.Key), KlPValue = kl.PValue,
             SameTop1Diff = same.Difference, SameTop1DiffSe = same.Se, SameTop1DiffCi95 = [same.Low, same.High],
             SameTop1Verdict = CorpusStatistics.Verdict(same, $"{a.Key} same-top-1", b.Key),
         };
     }
 
-    /// <summary>Every pair (i &lt; j) of records on the same corpus and context.</summary>
-    public static List<PairedRecord> AllPairs(IReadOnlyList<CorpusRecord> records)
+    /// <summary>Up to this many rows with a non-zero KL, every pair is compared; beyond it, neighbours in the KL ranking and the planned pairs.</summary>
+    public const int AllPairsLimit = 8;
+
+    /// <summary>
+    /// The comparisons an experiment reports: every pair when at most <see cref="AllPairsLimit"/> rows have a non-zero KL
+    /// (an exact engine against another is no comparison); otherwise each row against its neighbour in the ranking by mean
+    /// KL (is the order real?) and the spec's planned pairs, which are marked. Rows are matched by <see cref="CorpusRecord.Key"/>.
+    /// </summary>
+    public static List<PairedRecord> Selected(IReadOnlyList<CorpusRecord> records, IReadOnlyList<(string A, string B)> planned)
     {
+        var rows = records.Where(r => r.KlMax > 0).ToList();
+        var byKey = rows.GroupBy(r => r.Key).ToDictionary(g => g.Key, g => g.Last(), StringComparer.Ordinal);
+        // One comparison per unordered pair; a planned pair keeps the spec's order (A - B) and its mark.
+        var chosen = new Dictionary<(string, string), (CorpusRecord A, CorpusRecord B, bool Planned)>();
+        void Add(CorpusRecord a, CorpusRecord b, bool isPlanned)
+        {
+            var key = string.CompareOrdinal(a.Key, b.Key) < 0 ? (a.Key, b.Key) : (b.Key, a.Key);
+            if (!chosen.ContainsKey(key)) chosen[key] = (a, b, isPlanned);
+        }
+        foreach (var (a, b) in planned)
+            if (byKey.TryGetValue(a, out var ra) && byKey.TryGetValue(b, out var rb)) Add(ra, rb, true);
+        if (rows.Count <= AllPairsLimit)
+        {
+            for (int i = 0; i < rows.Count; i++)
+                for (int j = i + 1; j < rows.Count; j++) Add(rows[i], rows[j], false);
+        }
+        else
+        {
+            var ranked = rows.OrderBy(r => r.KlMean).ThenBy(r => r.Key, StringComparer.Ordinal).ToList();
+            for (int i = 0; i + 1 < ranked.Count; i++) Add(ranked[i], ranked[i + 1], false);
+        }
         var pairs = new List<PairedRecord>();
-        for (int i = 0; i < records.Count; i++)
-            for (int j = i + 1; j < records.Count; j++)
-                if (records[i].CorpusHash == records[j].CorpusHash && records[i].Context == records[j].Context && PairedRecord.Of(records[i], records[j]) is { } p)
-                    pairs.Add(p);
+        foreach (var (a, b, isPlanned) in chosen.Values)
+            if (a.CorpusHash == b.CorpusHash && a.Context == b.Context && Of(a, b) is { } p) { p.Planned = isPlanned; pairs.Add(p); }
         return pairs;
     }
+
 }
 
 public static class CorpusResults
@@ -171,7 +209,7 @@ public static class CorpusResults
     public static List<CorpusRecord> Merge(IEnumerable<CorpusRecord> records)
     {
         var merged = new List<CorpusRecord>();
-        foreach (var g in records.GroupBy(r => (r.Experiment, r.Backend, r.Scheme, r.CorpusHash, r.Context)))
+        foreach (var g in records.GroupBy(r => (r.Experiment, r.Backend, r.Scheme, Kv: ResultTables.SchemeLabel(r.Scheme, r.KvCache), r.CorpusHash, r.Context)))
         {
             var ordered = g.OrderBy(r => r.TimestampUtc, StringComparer.Ordinal).ToList();
             var owner = new Dictionary<int, (CorpusRecord Record, ChunkScore Score)>();
@@ -190,7 +228,7 @@ public static class CorpusResults
             var m = new CorpusRecord
             {
                 RunId = string.Join(",", contributors.Select(r => r.RunId).Distinct()), Experiment = g.Key.Experiment, TimestampUtc = newest.TimestampUtc,
-                Backend = g.Key.Backend, Scheme = g.Key.Scheme, Accelerator = newest.Accelerator, Corpus = newest.Corpus,
+                Backend = g.Key.Backend, Scheme = g.Key.Scheme, KvCache = newest.KvCache, WeightScheme = newest.WeightScheme, Accelerator = newest.Accelerator, Corpus = newest.Corpus,
                 CorpusHash = g.Key.CorpusHash, ModelHash = newest.ModelHash, Context = g.Key.Context, ChunksTotal = newest.ChunksTotal,
                 EvalTokensPerSec = rates.Count > 0 ? RateStats.Of(rates)!.Median : null, Attribution = attribution,
             };

@@ -74,6 +74,9 @@ public sealed record PairedDifference(int Chunks, int Positions, double Differen
 {
     /// <summary>Whether the 95% interval excludes zero.</summary>
     public bool Significant => Low > 0 || High < 0;
+
+    /// <summary>Two-sided p-value of "no difference" (paired t over chunks, Chunks - 1 df), the same test as the interval.</summary>
+    public double PValue => Se > 0 ? StudentT.TwoSidedP(Difference / Se, Chunks - 1) : Difference == 0 ? 1 : 0;
 }
 
 /// <summary>
@@ -192,5 +195,83 @@ public static class StudentT
         const double z = 1.959963984540054;
         double v = df, z3 = z * z * z, z5 = z3 * z * z, z7 = z5 * z * z;
         return z + (z3 + z) / (4 * v) + (5 * z5 + 16 * z3 + 3 * z) / (96 * v * v) + (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * v * v * v);
+    }
+
+    /// <summary>
+    /// Two-sided p-value P(|T| &gt;= |t|) of Student's t with <paramref name="df"/> degrees of freedom:
+    /// I_{df/(df+t^2)}(df/2, 1/2), the regularized incomplete beta function (continued fraction, relative error ~1e-12).
+    /// </summary>
+    public static double TwoSidedP(double t, int df)
+    {
+        if (df < 1) throw new ArgumentOutOfRangeException(nameof(df), df, "needs at least one degree of freedom");
+        if (double.IsNaN(t)) return double.NaN;
+        if (double.IsInfinity(t)) return 0;
+        return RegularizedIncompleteBeta(df / (df + t * t), df / 2.0, 0.5);
+    }
+
+    /// <summary>I_x(a, b) by the continued fraction of Numerical Recipes (betacf, modified Lentz), using the symmetry for x past the mean.</summary>
+    private static double RegularizedIncompleteBeta(double x, double a, double b)
+    {
+        if (x <= 0) return 0;
+        if (x >= 1) return 1;
+        double lnFront = LogGamma(a + b) - LogGamma(a) - LogGamma(b) + a * Math.Log(x) + b * Math.Log(1 - x);
+        if (x < (a + 1) / (a + b + 2)) return Math.Exp(lnFront) * BetaContinuedFraction(x, a, b) / a;
+        return 1 - Math.Exp(lnFront) * BetaContinuedFraction(1 - x, b, a) / b;
+    }
+
+    private static double BetaContinuedFraction(double x, double a, double b)
+    {
+        const double tiny = 1e-300;
+        double c = 1, d = 1 - (a + b) * x / (a + 1);
+        if (Math.Abs(d) < tiny) d = tiny;
+        d = 1 / d;
+        double h = d;
+        for (int m = 1; m <= 10000; m++)
+        {
+            int m2 = 2 * m;
+            double aa = m * (b - m) * x / ((a + m2 - 1) * (a + m2));
+            d = 1 + aa * d; if (Math.Abs(d) < tiny) d = tiny;
+            c = 1 + aa / c; if (Math.Abs(c) < tiny) c = tiny;
+            d = 1 / d; h *= d * c;
+            aa = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1));
+            d = 1 + aa * d; if (Math.Abs(d) < tiny) d = tiny;
+            c = 1 + aa / c; if (Math.Abs(c) < tiny) c = tiny;
+            d = 1 / d;
+            double step = d * c;
+            h *= step;
+            if (Math.Abs(step - 1) < 1e-15) return h;
+        }
+        throw new InvalidOperationException($"incomplete beta continued fraction did not converge (x={x}, a={a}, b={b})");
+    }
+
+    /// <summary>ln Gamma(x) for x &gt; 0 (Lanczos, g = 7, 9 terms; relative error ~1e-15).</summary>
+    private static double LogGamma(double x)
+    {
+        double[] g = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
+            12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+        if (x < 0.5) return Math.Log(Math.PI / Math.Abs(Math.Sin(Math.PI * x))) - LogGamma(1 - x);
+        x -= 1;
+        double sum = g[0];
+        for (int i = 1; i < g.Length; i++) sum += g[i] / (x + i);
+        double t = x + 7.5;
+        return 0.5 * Math.Log(2 * Math.PI) + (x + 0.5) * Math.Log(t) - t + Math.Log(sum);
+    }
+}
+
+/// <summary>Holm's step-down correction: which of m comparisons stay significant at family-wise level alpha.</summary>
+public static class Holm
+{
+    /// <summary>For each p-value, whether Holm's procedure at family-wise error <paramref name="alpha"/> rejects its null.</summary>
+    public static bool[] Rejects(IReadOnlyList<double> pValues, double alpha = 0.05)
+    {
+        var order = Enumerable.Range(0, pValues.Count).OrderBy(i => pValues[i]).ToArray();
+        var rejects = new bool[pValues.Count];
+        for (int k = 0; k < order.Length; k++)
+        {
+            // The k-th smallest p (0-based) is compared with alpha / (m - k); the first failure stops the procedure.
+            if (!(pValues[order[k]] <= alpha / (order.Length - k))) break;
+            rejects[order[k]] = true;
+        }
+        return rejects;
     }
 }

@@ -112,13 +112,14 @@ public sealed class ExperimentRunner
                 var (provider, scheme, kvCache) = units[u];
                 // Every line names its KV cache: the spec's choice, else the backend's own ("native" for backends with one cache).
                 string kvIdentity = kvCache ?? (provider is IKvCacheFormats own ? own.KvCacheFormats[0] : "native");
+                var weightScheme = WeightSchemeIdentity.For(provider.Name, scheme);
                 var cells = Enumerable.Range(0, prompts.Count).Where(pi => options.Shard.Owns(u * prompts.Count + pi)).ToList();
                 bool corpusHere = corpus is { OwnedChunks.Count: > 0 };
                 if (cells.Count == 0 && !corpusHere) continue;
                 ResultRecord Error(int promptIndex, string message)
                 {
                     var e = Base("error");
-                    e.Backend = provider.Name; e.Scheme = scheme; e.KvCache = kvIdentity; e.Prompt = prompts[promptIndex].Spec.Name; e.Error = message;
+                    e.Backend = provider.Name; e.Scheme = scheme; e.KvCache = kvIdentity; e.WeightScheme = weightScheme; e.Prompt = prompts[promptIndex].Spec.Name; e.Error = message;
                     return e;
                 }
 
@@ -141,7 +142,7 @@ public sealed class ExperimentRunner
                     foreach (int pi in cells)
                     {
                         int cell = u * prompts.Count + pi;
-                        try { var measured = MeasureCell(spec, engine, prompts[pi].Spec, prompts[pi].Ids, Baseline(pi), Base("result"), cell, cellCount, scheme, options.Progress); measured.KvCache = kvIdentity; Emit(measured); }
+                        try { var measured = MeasureCell(spec, engine, prompts[pi].Spec, prompts[pi].Ids, Baseline(pi), Base("result"), cell, cellCount, scheme, options.Progress); measured.KvCache = kvIdentity; measured.WeightScheme = weightScheme; Emit(measured); }
                         catch (Exception ex) when (ex is not OutOfMemoryException)
                         {
                             Emit(Error(pi, $"{ex.GetType().Name}: {ex.Message}"));
@@ -154,13 +155,13 @@ public sealed class ExperimentRunner
                         {
                             var c = corpus!.Evaluate(engine, provider.Name, scheme, (done, total) =>
                                 options.Progress?.Invoke(new RunProgress(corpusCell, cellCount + units.Count, provider.Name, scheme, "corpus", "chunks", done, total, null)));
-                            c.RunId = runId; c.Experiment = spec.Name; c.TimestampUtc = DateTime.UtcNow.ToString("o"); c.Shard = options.Shard.ToString();
+                            c.KvCache = kvIdentity; c.WeightScheme = weightScheme; c.RunId = runId; c.Experiment = spec.Name; c.TimestampUtc = DateTime.UtcNow.ToString("o"); c.Shard = options.Shard.ToString();
                             corpusRecords.Add(c); writer.Write(c);
                         }
                         catch (Exception ex) when (ex is not OutOfMemoryException and not ExperimentSpecException)
                         {
                             var e = Base("error");
-                            e.Backend = provider.Name; e.Scheme = scheme; e.Prompt = "corpus"; e.Error = $"{ex.GetType().Name}: {ex.Message}";
+                            e.Backend = provider.Name; e.Scheme = scheme; e.KvCache = kvIdentity; e.WeightScheme = weightScheme; e.Prompt = "corpus"; e.Error = $"{ex.GetType().Name}: {ex.Message}";
                             Emit(e);
                         }
                     }
@@ -168,7 +169,7 @@ public sealed class ExperimentRunner
             }
         }
         finally { oracle?.Dispose(); }
-        var paired = PairedRecord.AllPairs(corpusRecords);
+        var paired = PairedRecord.Selected(corpusRecords, spec.PlannedComparisons);
         foreach (var p in paired) { p.RunId = runId; p.TimestampUtc = DateTime.UtcNow.ToString("o"); writer.Write(p); }
         return new RunSummary(runId, resultsFile, records) { Corpus = corpusRecords, Paired = paired };
     }

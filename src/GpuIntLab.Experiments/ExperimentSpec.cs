@@ -43,6 +43,11 @@ public sealed class ExperimentSpec
     [JsonPropertyName("smoothquant_alpha")] public double SmoothQuantAlpha { get; set; } = 0.5;
     /// <summary>Optional corpus evaluated teacher-forced for every backend x scheme (KL, same top-1, perplexity ratio).</summary>
     [JsonPropertyName("corpus")] public CorpusSpec? Corpus { get; set; }
+    /// <summary>
+    /// Planned corpus comparisons, each ["backend/scheme", "backend/scheme"] as tables name rows (a "+kv-FORMAT" suffix for a
+    /// chosen KV cache): always reported with their paired verdict, and corrected together for multiple testing (Holm).
+    /// </summary>
+    [JsonPropertyName("comparisons")] public List<string[]> Comparisons { get; set; } = [];
 
     [JsonIgnore] public string SourcePath { get; private set; } = "";
 
@@ -84,8 +89,20 @@ public sealed class ExperimentSpec
                 units.Add((provider, scheme, b.KvCache));
             }
         }
+        var rows = units.Select(u => $"{u.Item1.Name}/{ResultTables.SchemeLabel(u.Item2, u.Item3)}").ToHashSet(StringComparer.Ordinal);
+        foreach (var pair in Comparisons)
+        {
+            if (pair is not { Length: 2 } || pair[0] == pair[1])
+                throw new ExperimentSpecException($"{SourcePath}: each of 'comparisons' must be two different rows [\"backend/scheme\", \"backend/scheme\"] (got [{string.Join(", ", pair ?? [])}])");
+            foreach (var row in pair)
+                if (!rows.Contains(row))
+                    throw new ExperimentSpecException($"{SourcePath}: comparison row '{row}' is not a backend/scheme of this spec (rows: {string.Join(", ", rows)})");
+        }
         return units;
     }
+
+    /// <summary>The planned comparisons as (A, B) row keys.</summary>
+    public IReadOnlyList<(string A, string B)> PlannedComparisons => Comparisons.Select(p => (p[0], p[1])).ToList();
 
     /// <summary>Checks everything that can be checked before any work: fails with one clear message.</summary>
     public void Validate()

@@ -35,6 +35,8 @@ public sealed class ResultRecord
     [JsonPropertyName("scheme")] public string? Scheme { get; set; }
     /// <summary>The spec's kv_cache for this backend entry; null = the backend's own cache.</summary>
     [JsonPropertyName("kv_cache")] public string? KvCache { get; set; }
+    /// <summary>What the decoder linears are stored in (element, block, scale encoding and rule); null for lines without a backend.</summary>
+    [JsonPropertyName("weight_scheme")] public WeightSchemeIdentity? WeightScheme { get; set; }
     [JsonPropertyName("prompt")] public string? Prompt { get; set; }
     [JsonPropertyName("error")] public string? Error { get; set; }
     [JsonPropertyName("accelerator")] public string? Accelerator { get; set; }

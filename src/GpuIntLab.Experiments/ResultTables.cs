@@ -30,8 +30,11 @@ public static class ResultTables
     }
 
     /// <summary>The scheme as a table shows it: with "+kv-FORMAT" when the spec chose a KV-cache format other than the backend's own.</summary>
-    public static string SchemeKey(ResultRecord r) =>
-        r.KvCache is null or "float32" or "native" ? r.Scheme! : $"{r.Scheme}+kv-{r.KvCache}";
+    public static string SchemeKey(ResultRecord r) => SchemeLabel(r.Scheme!, r.KvCache);
+
+    /// <summary>A scheme with "+kv-FORMAT" appended when the KV cache is not the backend's own (float32 / native).</summary>
+    public static string SchemeLabel(string scheme, string? kvCache) =>
+        kvCache is null or "float32" or "native" ? scheme : $"{scheme}+kv-{kvCache}";
 
     public static List<SummaryRow> Summarize(IReadOnlyList<ResultRecord> cells)
     {
@@ -121,13 +124,13 @@ public static class ResultTables
         // Rows follow the summary's (spec) order; a backend x scheme that failed on every prompt is already one summary row.
         var order = rows.Select((r, i) => (r.Key, i)).ToDictionary(x => x.Key, x => x.i);
         var whollyFailed = rows.Where(r => r.Error != null).Select(r => r.Key).ToHashSet();
-        foreach (var r in cells.Where(c => !whollyFailed.Contains($"{c.Backend}/{c.Scheme}"))
-                     .OrderBy(c => order[$"{c.Backend}/{c.Scheme}"]).ThenBy(c => c.Prompt, StringComparer.Ordinal))
+        foreach (var r in cells.Where(c => !whollyFailed.Contains($"{c.Backend}/{SchemeKey(c)}"))
+                     .OrderBy(c => order[$"{c.Backend}/{SchemeKey(c)}"]).ThenBy(c => c.Prompt, StringComparer.Ordinal))
         {
-            if (r.Type == "error") { sb.AppendLine($"| {r.Backend} | {r.Scheme} | {r.Prompt} | {Escape(r.Error ?? "")} | | | | |"); continue; }
+            if (r.Type == "error") { sb.AppendLine($"| {r.Backend} | {SchemeKey(r)} | {r.Prompt} | {Escape(r.Error ?? "")} | | | | |"); continue; }
             string tie = r.NearTie == null ? "-" : $"{(r.NearTie.IsNearTie ? "yes" : "no")} ({r.NearTie.OracleMargin.ToString("F3", Inv)})";
             string rate = r.DecodeTokensPerSec == null ? "-" : $"{F(r.DecodeTokensPerSec.Median, "F1")} ({F(r.DecodeTokensPerSec.Min, "F1")}-{F(r.DecodeTokensPerSec.Max, "F1")})";
-            sb.AppendLine($"| {r.Backend} | {r.Scheme} | {r.Prompt} | {r.GreedyMatches}/{r.NewTokens} | {(r.FirstDivergence?.ToString(Inv) ?? "-")} | {tie} | {r.TeacherForcedMatches}/{r.NewTokens} | {rate} |");
+            sb.AppendLine($"| {r.Backend} | {SchemeKey(r)} | {r.Prompt} | {r.GreedyMatches}/{r.NewTokens} | {(r.FirstDivergence?.ToString(Inv) ?? "-")} | {tie} | {r.TeacherForcedMatches}/{r.NewTokens} | {rate} |");
         }
         sb.AppendLine();
         sb.AppendLine("## Provenance");
@@ -152,7 +155,8 @@ public static class ResultTables
     public static List<string> Regenerate(string resultsDirectory, Action<string>? warn = null)
     {
         var records = ResultReader.ReadAll(Path.Combine(resultsDirectory, "runs"), warn);
-        var corpus = CorpusResults.Merge(CorpusResults.ReadAll(Path.Combine(resultsDirectory, "runs")).Corpus);
+        var (corpusLines, pairedLines) = CorpusResults.ReadAll(Path.Combine(resultsDirectory, "runs"));
+        var corpus = CorpusResults.Merge(corpusLines);
         var headers = records.Where(r => r.Type == "run").ToList();
         var written = new List<string>();
         var index = new StringBuilder();
@@ -169,8 +173,12 @@ public static class ResultTables
         foreach (var (experiment, cells) in latest.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             string file = Path.Combine(resultsDirectory, experiment + ".md");
-            var corpusRows = CorpusTables.Ordered(corpus.Where(c => c.Experiment == experiment), Summarize(cells));
-            ResultsStore.WriteTextAtomically(file, ExperimentMarkdown(experiment, cells, headers) + CorpusTables.Markdown(experiment, corpusRows, Path.Combine(resultsDirectory, "plots")));
+            var summary = Summarize(cells);
+            var corpusRows = CorpusTables.Ordered(corpus.Where(c => c.Experiment == experiment), summary);
+            // The planned comparisons travel in the paired lines (the spec is not read here).
+            var planned = pairedLines.Where(p => p.Experiment == experiment && p.Planned).Select(p => (p.A, p.B)).Distinct().ToList();
+            ResultsStore.WriteTextAtomically(file, ExperimentMarkdown(experiment, cells, headers)
+                + CorpusTables.Markdown(experiment, corpusRows, Path.Combine(resultsDirectory, "plots"), summary, planned));
             written.Add(file);
             index.AppendLine($"## [{experiment}]({experiment}.md)");
             index.AppendLine();

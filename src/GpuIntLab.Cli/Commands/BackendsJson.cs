@@ -17,6 +17,8 @@ public static class BackendsJson
                 name = p.Name,
                 description = p.Description,
                 schemes = p.Schemes,
+                // What each scheme stores its decoder linears in, as result lines name it (null: no weight scheme known).
+                weight_schemes = p.Schemes.ToDictionary(s => s, s => GpuIntLab.Experiments.WeightSchemeIdentity.For(p.Name, s)),
                 // "native": the backend runs only its own cache and a spec may not set kv_cache for it.
                 kv_cache = p is IKvCacheFormats kv ? kv.KvCacheFormats : (IReadOnlyList<string>)["native"],
                 available = a.IsAvailable,

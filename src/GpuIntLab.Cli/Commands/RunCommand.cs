@@ -84,7 +84,7 @@ public static class RunCommand
         var rows = ResultTables.Summarize(summary.Records.Where(r => r.Type is "result" or "error").ToList());
         Console.WriteLine();
         Console.WriteLine(ResultTables.SummaryTable(rows));
-        if (summary.Corpus.Count > 0) Console.WriteLine(CorpusTables.Markdown(spec.Name, CorpusTables.Ordered(summary.Corpus, rows), null));
+        if (summary.Corpus.Count > 0) Console.WriteLine(CorpusTables.Markdown(spec.Name, CorpusTables.Ordered(summary.Corpus, rows), null, rows, spec.PlannedComparisons));
         if (!noTable)
         {
             foreach (var f in ResultTables.Regenerate(resultsDir, w => Console.Error.WriteLine("warning: " + w))) Console.WriteLine($"wrote {f}");

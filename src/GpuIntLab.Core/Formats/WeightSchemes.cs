@@ -89,6 +89,9 @@ public static class WeightSchemeCatalog
     {
         var list = new List<WeightScheme>
         {
+            // The exact engines: the oracle holds Q16.48 int64 weights, the float64 engine float64.
+            new("q16.48", "int64", -1, "none", "none", 64, 0),
+            new("float64", "float64", -1, "none", "none", 64, 0),
             new("fp16", "fp16", -1, "none", "none", 16, 0),
             new("bf16", "bf16", -1, "none", "none", 16, 0),
             new("int8-per-tensor", "int8", -1, "fp32", "absmax", 8, 32),
@@ -119,7 +122,7 @@ public static class WeightSchemeCatalog
     /// <summary>
     /// Weight memory of <paramref name="shape"/> under <paramref name="scheme"/>: every decoder linear quantized; the
     /// embedding, the lm_head (unless tied) and the RMSNorm weights stay in 16 bits, as the GPTQ, AWQ, torchao and
-    /// llm-compressor recipes leave them.
+    /// llm-compressor recipes leave them (the exact schemes, q16.48 and float64, hold them in 8 bytes too).
     /// </summary>
     public static SchemeMemory Memory(LlamaShape shape, WeightScheme scheme)
     {
@@ -135,7 +138,8 @@ public static class WeightSchemeCatalog
         linearWeights *= shape.Layers;
         long embeddings = (long)shape.Vocab * shape.Hidden * (shape.TiedEmbeddings ? 1 : 2);
         long norms = (long)shape.Hidden * (2L * shape.Layers + 1);
-        long otherBytes = 2 * (embeddings + norms);
+        // The exact engines hold every tensor in their own 8-byte format; the quantized schemes keep the rest in 16 bits.
+        long otherBytes = (scheme.ElementBits > 16 ? scheme.ElementBits / 8 : 2) * (embeddings + norms);
         return new SchemeMemory(scheme, linearBytes, otherBytes, linearBytes * 8.0 / linearWeights);
     }
 

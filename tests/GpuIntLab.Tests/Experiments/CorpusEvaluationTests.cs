@@ -283,14 +283,15 @@ public class CorpusEvaluationTests
         var large = whole.Corpus.Single(c => c.Key == "scaled/large");
         Assert.True(small.KlMean > 0 && large.KlMean > small.KlMean);
         Assert.True(small.KlMeanSe > 0);
-        Assert.Equal(6, whole.Paired.Count);
+        // Rows with a non-zero KL (reference, small, large; the oracle against itself is no comparison): every pair.
+        Assert.Equal(3, whole.Paired.Count);
         var verdict = whole.Paired.Single(p => p.A == "scaled/small" && p.B == "scaled/large");
         Assert.Equal("scaled/small KL lower than scaled/large", verdict.KlVerdict);
 
         // Every line is in the results file and reads back.
         var (readCorpus, readPaired) = CorpusResults.ReadAll(Path.Combine(dir, "results", "runs"));
         Assert.Equal(4, readCorpus.Count);
-        Assert.Equal(6, readPaired.Count);
+        Assert.Equal(3, readPaired.Count);
 
         // The table shows the figures with their errors and the verdict; the plots are written.
         string results = Path.Combine(dir, "results");
@@ -302,7 +303,10 @@ public class CorpusEvaluationTests
         string page = File.ReadAllText(Path.Combine(results, "corpus-run.md"));
         Assert.Contains("## Corpus evaluation", page);
         Assert.Contains($"| scaled | small | 8 | 40 | {small.KlMean.ToString("0.00e+00", System.Globalization.CultureInfo.InvariantCulture)} ± ", page);
-        Assert.Contains("| scaled/small | scaled/large | 8 |", page);
+        Assert.Contains("| scaled/small | scaled/large |  | 8 |", page);
+        // The ranking puts the smaller KL first and says whether it differs from the next row.
+        Assert.Contains("### Ranking", page);
+        Assert.True(page.IndexOf("| scaled | small |", page.IndexOf("### Ranking")) < page.IndexOf("| scaled | large |", page.IndexOf("### Ranking")));
         Assert.Contains("scaled/small KL lower than scaled/large", page);
         Assert.Contains("![corpus-run-kl-cdf.png](plots/corpus-run-kl-cdf.png)", page);
 

@@ -20,6 +20,23 @@ public class SpecHardeningTests
     private static ExperimentSpecException Refused(string json) =>
         Assert.Throws<ExperimentSpecException>(() => ExperimentSpec.Load(Write(json)).Validate());
 
+    private static ExperimentSpecException RefusedRows(string json) =>
+        Assert.Throws<ExperimentSpecException>(() => ExperimentSpec.Load(Write(json)).ResolveBackends(
+            GpuIntLab.Backends.BackendCatalog.Find, GpuIntLab.Backends.BackendCatalog.All.Select(p => p.Name)));
+
+    [Fact]
+    public void APlannedComparisonMustNameTwoRowsOfTheSpec()
+    {
+        string backends = "[{\"name\": \"ilgpu-int8\", \"schemes\": [\"per-tensor\"]}, {\"name\": \"ilgpu-fp16\", \"kv_cache\": \"int8\"}]";
+        var e = RefusedRows(Spec(", \"comparisons\": [[\"ilgpu-int8/per-tensor\", \"ilgpu-fp16/fp16\"]]", backends: backends));
+        Assert.Contains("comparison row 'ilgpu-fp16/fp16' is not a backend/scheme of this spec", e.Message);
+        Assert.Contains("ilgpu-fp16/fp16+kv-int8", e.Message);
+        Assert.Contains("two different rows", RefusedRows(Spec(", \"comparisons\": [[\"ilgpu-int8/per-tensor\"]]", backends: backends)).Message);
+        var ok = ExperimentSpec.Load(Write(Spec(", \"comparisons\": [[\"ilgpu-int8/per-tensor\", \"ilgpu-fp16/fp16+kv-int8\"]]", backends: backends)));
+        Assert.Equal(2, ok.ResolveBackends(GpuIntLab.Backends.BackendCatalog.Find, []).Count);
+        Assert.Equal(("ilgpu-int8/per-tensor", "ilgpu-fp16/fp16+kv-int8"), ok.PlannedComparisons.Single());
+    }
+
     [Fact]
     public void ATypoedKeyIsRefusedWithTheKnownKeys()
     {

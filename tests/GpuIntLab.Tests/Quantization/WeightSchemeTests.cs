@@ -34,6 +34,8 @@ public class WeightSchemeTests(ITestOutputHelper output)
         Assert.Equal(4.25, WeightSchemeCatalog.Get("mxfp4-ocp-floor").NominalBitsPerWeight);
         Assert.Equal(4.5, WeightSchemeCatalog.Get("nvfp4").NominalBitsPerWeight);
         Assert.Equal(4 + 20.0 / 128, WeightSchemeCatalog.Get("int4-g128-awq-asym").NominalBitsPerWeight);
+        // The oracle's Q16.48: 8 bytes for every parameter, 1,100,048,384 x 8.
+        Assert.Equal(8 * (LinearWeights + OtherParameters), WeightSchemeCatalog.Memory(shape, WeightSchemeCatalog.Get("q16.48")).TotalBytes);
         Assert.Equal(WeightSchemeCatalog.All.Count, WeightSchemeCatalog.All.Select(s => s.Name).Distinct().Count());
         output.WriteLine(WeightSchemeCatalog.MemoryTable(shape));
     }
