@@ -132,6 +132,18 @@ public class CudaBlockDryRunTests
         File.Delete(logPath);
     }
 
+    /// <summary>experiments/gpu-check.json (step 3 of scripts/cuda-check on a GPU) names the new backends' schemes and KV formats validly.</summary>
+    [SkippableFact]
+    public void TheGpuCheckSpec_ResolvesTheNewBackendsSchemesAndKvCaches()
+    {
+        Skip.If(CudaToolsForTests.RepoRoot == "", "no repository above the test folder");
+        var spec = GpuIntLab.Experiments.ExperimentSpec.Load(Path.Combine(CudaToolsForTests.RepoRoot, "experiments", "gpu-check.json"));
+        var units = spec.ResolveBackends(GpuIntLab.Backends.BackendCatalog.Find, GpuIntLab.Backends.BackendCatalog.All.Select(p => p.Name));
+        Assert.Contains(units, u => u.Provider.Name == "cuda-int4" && u.Scheme == "int4-g128-rtn-asym" && u.KvCache == "fp8-e4m3");
+        Assert.Contains(units, u => u.Provider.Name == "cuda-bf16" && u.KvCache == "int8");
+        foreach (var family in new[] { "cuda-bf16", "cuda-int4", "cuda-mx", "cuda-nvfp4" }) Assert.Contains(units, u => u.Provider.Name == family);
+    }
+
     [SkippableFact]
     public void AnUnknownKvCache_IsRefusedBeforeTheDeviceIsTouched()
     {
