@@ -220,7 +220,7 @@ Step(3, "experiment runner (CUDA + ILGPU on CUDA)", () =>
         Progress = p => { if (p.Phase == "done" || p.TokensDone == 0) Log($"runner: {p.Backend}/{p.Scheme} {p.Prompt} [{p.Phase}]"); },
     });
     report["runner_results_file"] = summary.ResultsFile;
-    foreach (var g in summary.Records.Where(r => r.Type is "result" or "error").GroupBy(r => (r.Backend, r.Scheme)))
+    foreach (var g in summary.Records.Where(r => r.Type is "result" or "error").GroupBy(r => (r.Backend, Scheme: ResultTables.SchemeLabel(r.Scheme!, r.KvCache)))) // KV-cache variants are rows of their own
     {
         var errors = g.Where(r => r.Type == "error").ToList();
         var results = g.Where(r => r.Type == "result").ToList();
