@@ -246,9 +246,11 @@ public abstract class CudaEngineBase : LlamaEngine
 }
 
 /// <summary>
-/// FP16, INT8 (per-tensor, per-channel, smoothquant) and FP8 E4M3 (per-tensor, per-channel) engines. The
-/// residual stream, RMSNorm (and Qwen3's q/k norm), RoPE, attention (KV cache float32), SwiGLU, biases and the
-/// residual adds run in float32; the linear layers take their operands in the format (kernels/fp16.cu, int8.cu, fp8.cu).
+/// FP16, INT8 (per-tensor, per-channel, smoothquant) and FP8 E4M3 (per-tensor, per-channel) engines, and the issue-15
+/// formats BF16, INT4 W4A16, MX and NVFP4 (<see cref="CudaBlockScheme"/>, kernels/block.cu). The residual stream,
+/// RMSNorm (and Qwen3's q/k norm), RoPE, attention, SwiGLU, biases and the residual adds run in float32; the KV cache
+/// is float32 or, by options.KvCache, fp8-e4m3 / int8 codes (<see cref="CudaKvCache"/>); the linear layers take their
+/// operands in the format (kernels/fp16.cu, int8.cu, fp8.cu, block.cu).
 /// </summary>
 public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
 {
@@ -338,7 +340,7 @@ public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
                     ["kv cache"] = CudaKvCache.Note(_kvCache),
                     ["linear weight bytes"] = LinearWeightBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
                     ["module"] = Module.Compiled.Kind,
-                }) : new EngineInfo($"cuda-{(format == CudaFormat.Fp8 ? "fp8" : fmt)}", fmt, options.Scheme, $"{Dev.Name} (sm_{Dev.ComputeCapability})",
+                }) : new EngineInfo($"cuda-{(format == CudaFormat.Fp8 ? "fp8" : fmt)}", fmt, options.Scheme, accelerator,
                 new Dictionary<string, string>
                 {
                     ["weights"] = format == CudaFormat.Fp16 ? "float32 -> half (RNE)" : $"Quantizer {options.Scheme} codes and float32 scales",
