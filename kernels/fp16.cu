@@ -1,6 +1,7 @@
 // fp16.cu: FP16 linear layers. Weights IEEE half [N, K] row-major (y = W x, N outputs, K inputs),
 // activations rounded to half, products accumulated in float32.
 #include "common.cuh"
+#include "kvcache.cuh"   // quantized KV caches (fp8-e4m3, int8) for the float32 engine
 
 // Batch-1 decode GEMV, bandwidth bound: one warp per output row, 8 rows per 256-thread block
 // (grid ceil(N/8)). When K % 8 == 0 (every row 16-byte aligned) each lane streams 16-byte loads

@@ -5,6 +5,7 @@
 // saturating at 448 (cvt.rn.satfinite.e4m3x2.f32). E4M3 x E4M3 products are exact in float32; they
 // accumulate in float32; epilogue y = acc * ((double)s_w * s_a) rounded once to float32.
 #include "common.cuh"
+#include "kvcache.cuh"   // quantized KV caches (fp8-e4m3, int8) for the float32 engine
 
 __device__ __forceinline__ unsigned char f32_to_e4m3(float v) {
     u16 pair;

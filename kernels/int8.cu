@@ -6,6 +6,7 @@
 // (K <= Quantizer.MaxInt8Cols); the epilogue rescales in float64: y = acc * ((double)s_w * s_a),
 // rounded once to float32 - the float32 rounding of Quantizer.ReferenceMatVec.
 #include "common.cuh"
+#include "kvcache.cuh"   // quantized KV caches (fp8-e4m3, int8) for the float32 engine
 
 // Per-token activation quantization, one block per token row (grid T): x' = smooth ? x / s : x
 // (IEEE float32 division, SmoothQuant); absmax = max |x'| (exact); scale = absmax / 127 (IEEE), or 1

@@ -8,7 +8,7 @@ using GpuIntLab.Oracle;
 namespace GpuIntLab.Backends.Cuda;
 
 /// <summary>Number format of a native CUDA engine's linear layers.</summary>
-public enum CudaFormat { Fp16, Int8, Fp8, Int64 }
+public enum CudaFormat { Fp16, Int8, Fp8, Int64, Bf16, Int4, Mx, Nvfp4 }
 
 /// <summary>
 /// A device buffer sized by positions (KV caches, RoPE tables), grown by doubling as the context grows, so a model
@@ -75,7 +75,8 @@ public abstract class CudaEngineBase : LlamaEngine
     protected override int MaxStepTokens => MaxBatch;
 
     /// <param name="elementBytes">Bytes of one activation / cache / RoPE value (4: float32, 8: Q16.48).</param>
-    protected CudaEngineBase(LlamaConfig config, string kernelFile, string attentionKernel, int elementBytes) : base(config)
+    /// <param name="kvBytesPerPosition">Bytes per position of each layer's K and V cache (default kv_dim values of elementBytes; less for a quantized cache).</param>
+    protected CudaEngineBase(LlamaConfig config, string kernelFile, string attentionKernel, int elementBytes, long? kvBytesPerPosition = null) : base(config)
     {
         C = config;
         _elementBytes = elementBytes;
@@ -89,8 +90,8 @@ public abstract class CudaEngineBase : LlamaEngine
             _values = new DevicePositions[C.NumHiddenLayers];
             for (int l = 0; l < _keys.Length; l++)
             {
-                _keys[l] = new DevicePositions(Dev, (long)C.KvDim * elementBytes);
-                _values[l] = new DevicePositions(Dev, (long)C.KvDim * elementBytes);
+                _keys[l] = new DevicePositions(Dev, kvBytesPerPosition ?? (long)C.KvDim * elementBytes);
+                _values[l] = new DevicePositions(Dev, kvBytesPerPosition ?? (long)C.KvDim * elementBytes);
             }
             _cos = new DevicePositions(Dev, (long)C.HeadDim / 2 * elementBytes);
             _sin = new DevicePositions(Dev, (long)C.HeadDim / 2 * elementBytes);
@@ -245,13 +246,15 @@ public abstract class CudaEngineBase : LlamaEngine
 }
 
 /// <summary>
-/// FP16, INT8 (per-tensor, per-channel, smoothquant) and FP8 E4M3 (per-tensor, per-channel) engines. The
-/// residual stream, RMSNorm (and Qwen3's q/k norm), RoPE, attention (KV cache float32), SwiGLU, biases and the
-/// residual adds run in float32; the linear layers take their operands in the format (kernels/fp16.cu, int8.cu, fp8.cu).
+/// FP16, INT8 (per-tensor, per-channel, smoothquant) and FP8 E4M3 (per-tensor, per-channel) engines, and the issue-15
+/// formats BF16, INT4 W4A16, MX and NVFP4 (<see cref="CudaBlockScheme"/>, kernels/block.cu). The residual stream,
+/// RMSNorm (and Qwen3's q/k norm), RoPE, attention, SwiGLU, biases and the residual adds run in float32; the KV cache
+/// is float32 or, by options.KvCache, fp8-e4m3 / int8 codes (<see cref="CudaKvCache"/>); the linear layers take their
+/// operands in the format (kernels/fp16.cu, int8.cu, fp8.cu, block.cu).
 /// </summary>
 public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
 {
-    private sealed record Linear(int Rows, int Cols, ulong W, ulong Scales, int PerRow, ulong Smooth);
+    private sealed record Linear(int Rows, int Cols, ulong W, ulong Scales, int PerRow, ulong Smooth, CudaBlockLinear? Block = null);
     private sealed record Vector(ulong Pointer, int Length);
 
     private readonly CudaFormat _format;
@@ -260,17 +263,34 @@ public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
     private readonly ModelWeights<Linear, Vector> _weights;
     private readonly ulong _x, _xb, _q, _k, _v, _att, _hb, _hb2, _projected, _logits, _xh, _xq, _xs;
     private readonly float _eps, _scale;
+    private readonly string _kvCache;
+    private readonly ulong _kvScales;              // fp8-e4m3 cache: (k, v) scale of each layer
+    private readonly CudaBlockLinears? _blocks;    // the issue-15 formats' linears (kernels/block.cu)
 
     public override EngineInfo Info { get; }
     public override ILlamaOps Ops => this;
 
+    /// <summary>Device bytes of the linear weights and their scales (all layers and lm_head).</summary>
+    public long LinearWeightBytes { get; }
+
     public CudaFloatEngine(LlamaCheckpoint checkpoint, CudaFormat format, QuantScheme? scheme, EngineOptions options)
-        : base(checkpoint.Config, format switch { CudaFormat.Fp16 => "fp16.cu", CudaFormat.Int8 => "int8.cu", CudaFormat.Fp8 => "fp8.cu", _ => throw new ArgumentOutOfRangeException(nameof(format)) },
-            "attention_f32", sizeof(float))
+        : this(checkpoint, format, scheme, null, options) { }
+
+    /// <summary>An engine whose linears are <paramref name="block"/>'s formats (BF16, INT4, MX, NVFP4: kernels/block.cu).</summary>
+    public CudaFloatEngine(LlamaCheckpoint checkpoint, CudaBlockScheme block, EngineOptions options)
+        : this(checkpoint, block.Format, null, block, options) { }
+
+    private CudaFloatEngine(LlamaCheckpoint checkpoint, CudaFormat format, QuantScheme? scheme, CudaBlockScheme? block, EngineOptions options)
+        : base(checkpoint.Config, block is not null ? CudaBlockScheme.KernelFile : format switch { CudaFormat.Fp16 => "fp16.cu", CudaFormat.Int8 => "int8.cu", CudaFormat.Fp8 => "fp8.cu", _ => throw new ArgumentOutOfRangeException(nameof(format)) },
+            CudaKvCache.AttentionKernel(options.KvCache, block?.Backend ?? $"cuda-{format}".ToLowerInvariant()), sizeof(float), CudaKvCache.BytesPerPosition(options.KvCache, checkpoint.Config))
     {
         _format = format;
+        _kvCache = options.KvCache;
         try
         {
+            if (_kvCache == "fp8-e4m3") _kvScales = Dev.Upload<float>(new float[2 * C.NumHiddenLayers]);
+            long maxInput = Math.Max(Math.Max(C.HiddenSize, C.QDim), C.IntermediateSize);
+            if (block is not null) _blocks = new CudaBlockLinears(Dev, Module, MaxBatch, maxInput);
             if (format == CudaFormat.Fp8 && Dev.ComputeCapability < 89)
                 throw new CudaUnavailableException($"unavailable: FP8 E4M3 mma needs sm_89 (device {Dev.Name} is sm_{Dev.ComputeCapability})");
             var absMax = scheme == QuantScheme.SmoothQuant ? Calibration.ActivationAbsMax(checkpoint, options) : null;
@@ -284,6 +304,11 @@ public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
                 string observedName = tied ? LlamaCheckpoint.LmHeadName : t.Name;
                 int rows = t.Shape[0], cols = t.Shape[1];
                 var w = tied ? embedding : checkpoint.ReadSingle(t);
+                if (block is not null)
+                {
+                    var b = block.Load(observedName, w, rows, cols, _blocks!);
+                    return new Linear(rows, cols, b.Weights, 0, 0, 0, b);
+                }
                 CudaPacking.PackedMatrix p = format == CudaFormat.Fp16
                     ? CudaPacking.PackFp16(w, rows, cols)
                     : CudaPacking.PackQuantized(Quantizer.Quantize(w, rows, cols, format == CudaFormat.Int8 ? QuantFormat.Int8 : QuantFormat.E4M3,
@@ -293,6 +318,8 @@ public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
             }
             Vector Vec(TensorInfo t) { var v = checkpoint.ReadSingle(t); return new Vector(Dev.Upload<float>(v), v.Length); }
             _weights = LlamaWeights.Load(checkpoint, Load, Vec);
+            long Bytes(Linear l) => l.Block?.DeviceBytes ?? (long)l.Rows * l.Cols * (format == CudaFormat.Fp16 ? 2 : 1);
+            LinearWeightBytes = _weights.Layers.Sum(w => new[] { w.Q, w.K, w.V, w.O, w.Gate, w.Up, w.Down }.Sum(Bytes)) + Bytes(_weights.LmHead);
             _rope = new FloatRope(C.HeadDim, C.MaxPositionEmbeddings, C.RopeTheta, C.RopeScaling);
 
             int d = C.HiddenSize, kv = C.KvDim, qd = C.QDim, inter = C.IntermediateSize;
@@ -306,7 +333,14 @@ public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
             _scale = (float)(1.0 / Math.Sqrt(C.HeadDim));
 
             string fmt = format switch { CudaFormat.Fp16 => "fp16", CudaFormat.Int8 => "int8", _ => "fp8-e4m3" };
-            Info = new EngineInfo($"cuda-{(format == CudaFormat.Fp8 ? "fp8" : fmt)}", fmt, options.Scheme, $"{Dev.Name} (sm_{Dev.ComputeCapability})",
+            var accelerator = $"{Dev.Name} (sm_{Dev.ComputeCapability})";
+            Info = block is not null ? new EngineInfo(block.Backend, block.FormatName, block.Scheme, accelerator, new Dictionary<string, string>(block.Notes)
+                {
+                    ["nonlinear"] = "float32 (rsqrtf, expf), biases and q/k norm float32; RoPE table from float64 angles (llama3 scaling) rounded once",
+                    ["kv cache"] = CudaKvCache.Note(_kvCache),
+                    ["linear weight bytes"] = LinearWeightBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    ["module"] = Module.Compiled.Kind,
+                }) : new EngineInfo($"cuda-{(format == CudaFormat.Fp8 ? "fp8" : fmt)}", fmt, options.Scheme, accelerator,
                 new Dictionary<string, string>
                 {
                     ["weights"] = format == CudaFormat.Fp16 ? "float32 -> half (RNE)" : $"Quantizer {options.Scheme} codes and float32 scales",
@@ -317,7 +351,8 @@ public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
                         _ => "e4m3 x e4m3 -> float32, rescale in float64 (decode: GEMV; prefill: mma.sync m16n8k32 e4m3)",
                     },
                     ["activations"] = format switch { CudaFormat.Fp16 => "float32, rounded to half at each linear input", _ => "float32, dynamic per-token quantization at each linear input" },
-                    ["nonlinear"] = "float32 (rsqrtf, expf), KV cache float32, biases and q/k norm float32; RoPE table from float64 angles (llama3 scaling) rounded once",
+                    ["nonlinear"] = "float32 (rsqrtf, expf), biases and q/k norm float32; RoPE table from float64 angles (llama3 scaling) rounded once",
+                    ["kv cache"] = CudaKvCache.Note(_kvCache),
                     ["module"] = Module.Compiled.Kind,
                 });
         }
@@ -340,6 +375,7 @@ public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
 
     private void RunLinear(Linear l, ulong x, int t, ulong y)
     {
+        if (l.Block is not null) { _blocks!.Run(l.Block, x, t, y); return; }
         int n = l.Rows, k = l.Cols;
         switch (_format)
         {
@@ -399,12 +435,40 @@ public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
     void ILlamaOps.RopeAndStore(int layer, int position)
     {
         Module.Launch("rope_f32", G(Tokens), 256, 0, _q, _k, CosTable, SinTable, DPos, C.NumAttentionHeads, C.NumKeyValueHeads, C.HeadDim);
-        Module.Launch("kv_store_f32", G(Tokens), 256, 0, _k, _v, KeyCache(layer), ValueCache(layer), DPos, C.KvDim);
+        switch (_kvCache)
+        {
+            case "fp8-e4m3":
+                Module.Launch("kv_fp8_scales", G(1), 256, 0, _k, _v, _kvScales, layer, DPos, C.KvDim);
+                Module.Launch("kv_store_fp8", G(Tokens), 256, 0, _k, _v, KeyCache(layer), ValueCache(layer), _kvScales, layer, DPos, C.KvDim);
+                break;
+            case "int8":
+                Module.Launch("kv_store_int8", G(Tokens), 128, 0, _k, _v, KeyCache(layer), ValueCache(layer), DPos, C.NumKeyValueHeads, C.HeadDim, CudaKvCache.Int8Stride(C));
+                break;
+            default:
+                Module.Launch("kv_store_f32", G(Tokens), 256, 0, _k, _v, KeyCache(layer), ValueCache(layer), DPos, C.KvDim);
+                break;
+        }
     }
 
-    void ILlamaOps.Attention(int layer, int position) =>
-        Module.Launch("attention_f32", G(C.NumAttentionHeads, Tokens), 128, AttentionSharedBytes, _q, KeyCache(layer), ValueCache(layer), _att, DPos,
-            C.NumAttentionHeads, C.NumKeyValueHeads, C.HeadDim, _scale);
+    void ILlamaOps.Attention(int layer, int position)
+    {
+        var grid = G(C.NumAttentionHeads, Tokens);
+        switch (_kvCache)
+        {
+            case "fp8-e4m3":
+                Module.Launch("attention_fp8kv", grid, 128, AttentionSharedBytes, _q, KeyCache(layer), ValueCache(layer), _kvScales, layer, _att, DPos,
+                    C.NumAttentionHeads, C.NumKeyValueHeads, C.HeadDim, _scale);
+                break;
+            case "int8":
+                Module.Launch("attention_int8kv", grid, 128, AttentionSharedBytes, _q, KeyCache(layer), ValueCache(layer), _att, DPos,
+                    C.NumAttentionHeads, C.NumKeyValueHeads, C.HeadDim, CudaKvCache.Int8Stride(C), _scale);
+                break;
+            default:
+                Module.Launch("attention_f32", grid, 128, AttentionSharedBytes, _q, KeyCache(layer), ValueCache(layer), _att, DPos,
+                    C.NumAttentionHeads, C.NumKeyValueHeads, C.HeadDim, _scale);
+                break;
+        }
+    }
 
     void ILlamaOps.OutputProjection(int layer)
     {

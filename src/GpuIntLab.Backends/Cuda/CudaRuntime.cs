@@ -261,7 +261,7 @@ public sealed unsafe class CudaModule
 /// <summary>Finds kernels/*.cu at run time and compiles them with NVRTC.</summary>
 public static class KernelSources
 {
-    public static readonly string[] Headers = ["common.cuh", "q48_math.cuh"];
+    public static readonly string[] Headers = ["common.cuh", "q48_math.cuh", "lowbit.cuh", "kvcache.cuh"];
 
     /// <summary>kernels/ beside the assembly (copied by the Backends project), or GPUINTLAB_KERNELS.</summary>
     public static string Directory

@@ -58,6 +58,7 @@ public static class CudaSelfCheck
             results.Add(CheckQ48Matmul(dev, rng, n, k, t));
         }
         results.Add(CheckQ48Functions(dev, rng));
+        results.AddRange(CudaBlockSelfCheck.Run(dev, rng));
         foreach (var (rows, dim) in new[] { (8, 32), (37, 64), (640, 128) })
         {
             results.Add(CheckQ48HeadNorm(dev, rng, rows, dim));
@@ -67,7 +68,7 @@ public static class CudaSelfCheck
         return results;
     }
 
-    private static float[] RandomFloats(Random rng, int n, double scale)
+    internal static float[] RandomFloats(Random rng, int n, double scale)
     {
         var a = new float[n];
         for (int i = 0; i < n; i++) a[i] = (float)((rng.NextDouble() * 2 - 1) * scale);
@@ -85,13 +86,13 @@ public static class CudaSelfCheck
         return Math.Sqrt(num / Math.Max(den, 1e-300));
     }
 
-    private static KernelCheck Rel(string name, float[] got, double[] want, double bound)
+    internal static KernelCheck Rel(string name, float[] got, double[] want, double bound)
     {
         double e = RelError(got, want);
         return new KernelCheck(name, "rel L2", e, bound, e <= bound);
     }
 
-    private static ulong Poisoned(CudaDevice dev, ulong bytes) { var p = dev.Alloc(bytes); dev.Fill(p, 0xFF, bytes); return p; }
+    internal static ulong Poisoned(CudaDevice dev, ulong bytes) { var p = dev.Alloc(bytes); dev.Fill(p, 0xFF, bytes); return p; }
 
     private static IEnumerable<KernelCheck> CheckFp16(CudaDevice dev, float[] w, float[] x, int n, int k, int t)
     {
@@ -270,7 +271,7 @@ public static class CudaSelfCheck
     }
 
     private static readonly Dictionary<(CudaDevice, string), CudaModule> s_modules = [];
-    private static CudaModule Module(CudaDevice dev, string file)
+    internal static CudaModule Module(CudaDevice dev, string file)
     {
         lock (s_modules)
         {

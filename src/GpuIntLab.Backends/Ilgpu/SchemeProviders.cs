@@ -149,7 +149,7 @@ public sealed class IlgpuInt4Provider : IEngineProvider, IKvCacheFormats
             }
     }
 
-    private static Dictionary<string, Int4Matrix> Rtn(LlamaCheckpoint checkpoint, bool symmetric)
+    internal static Dictionary<string, Int4Matrix> Rtn(LlamaCheckpoint checkpoint, bool symmetric)
     {
         var result = new Dictionary<string, Int4Matrix>(StringComparer.Ordinal);
         foreach (var (name, info) in DecoderLinears(checkpoint))
