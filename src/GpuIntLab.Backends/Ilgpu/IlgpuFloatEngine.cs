@@ -58,9 +58,10 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
 
     /// <param name="makeLinear">Builds one linear layer from its tensor name and exact float32 weights [rows, cols].</param>
     /// <param name="kvCache">KV-cache format applied at the store (<see cref="KvCacheKernels"/>): "float32", "fp8-e4m3" or "int8".</param>
+    /// <param name="vectorOverrides">Float32 values that replace checkpoint vectors (norm weights, biases) by tensor name: AWQ's scales folded into the RMSNorm weights.</param>
     public IlgpuFloatEngine(LlamaCheckpoint checkpoint, IlgpuDevice device, IDisposable format,
         Func<string, float[], int, int, IDeviceLinear> makeLinear, string name, string formatName, string scheme,
-        IReadOnlyDictionary<string, string> precisions, string kvCache = "float32") : base(checkpoint.Config)
+        IReadOnlyDictionary<string, string> precisions, string kvCache = "float32", IReadOnlyDictionary<string, float[]>? vectorOverrides = null) : base(checkpoint.Config)
     {
         if (!KvCacheKernels.Formats.Contains(kvCache))
         {
@@ -85,7 +86,7 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
                 var weights = t.Name == LlamaCheckpoint.EmbeddingName ? _embedding : checkpoint.ReadSingle(t);
                 return OwnAny(makeLinear(t.Name == LlamaCheckpoint.EmbeddingName ? LlamaCheckpoint.LmHeadName : t.Name, weights, t.Shape[0], t.Shape[1]));
             }
-            _weights = LlamaWeights.Load(checkpoint, Lin, t => Own(acc.Allocate1D(checkpoint.ReadSingle(t))));
+            _weights = LlamaWeights.Load(checkpoint, Lin, t => Own(acc.Allocate1D(vectorOverrides?.GetValueOrDefault(t.Name) ?? checkpoint.ReadSingle(t))));
             _caches = new LayerCache[_c.NumHiddenLayers];
             for (int l = 0; l < _caches.Length; l++) _caches[l] = OwnAny(new LayerCache(acc, _c.KvDim));
             LinearWeightBytes = _weights.Layers.Sum(w => new[] { w.Q, w.K, w.V, w.O, w.Gate, w.Up, w.Down }.Sum(x => x.WeightBytes)) + _weights.LmHead.WeightBytes;
