@@ -10,13 +10,15 @@ namespace GpuIntLab.Backends.Ilgpu;
 /// weights, and into v_proj's bias when it scales o_proj), and what calibration measured.
 /// </summary>
 /// <param name="Linears">Every decoder linear by tensor name; no matrix carries AWQ channel scales (they are folded).</param>
-/// <param name="FoldedVectors">Replacement float32 values of checkpoint vectors by tensor name (AWQ only; empty otherwise): a
-/// backend must use them instead of the checkpoint's, or the folded model is wrong.</param>
+/// <param name="FoldedVectors">Replacement values of checkpoint vectors by tensor name, float64 (AWQ only; empty otherwise): a
+/// backend must use them (rounded to its own precision) instead of the checkpoint's, or the folded model is wrong.</param>
+/// <param name="InputScales">AWQ only: per scaled linear, the s its columns were multiplied by (its input is divided by s
+/// through the folded producer); up_proj's rows are also divided by down_proj's s.</param>
 /// <param name="CalibrationTokens">Calibration tokens over all prompts (0 for RTN).</param>
 /// <param name="Errors">Per linear, the relative output error ‖X(Ŵ - W)ᵀ‖² / ‖XWᵀ‖² on the calibration inputs the method
 /// saw, and RTN's (the rtn scheme's grid) on the same inputs, in calibration order (empty for RTN).</param>
-public sealed record Int4QuantizedModel(IReadOnlyDictionary<string, Int4Matrix> Linears, IReadOnlyDictionary<string, float[]> FoldedVectors,
-    int CalibrationTokens, IReadOnlyList<(string Name, double Method, double Rtn)> Errors);
+public sealed record Int4QuantizedModel(IReadOnlyDictionary<string, Int4Matrix> Linears, IReadOnlyDictionary<string, double[]> FoldedVectors,
+    IReadOnlyDictionary<string, float[]> InputScales, int CalibrationTokens, IReadOnlyList<(string Name, double Method, double Rtn)> Errors);
 
 /// <summary>
 /// The INT4 weight-only quantization driver of the lab's schemes <c>int4-g128-{rtn, gptq, gptq-act, awq}-{sym, asym}</c>
@@ -85,7 +87,7 @@ public static class Int4Calibration
                 var info = checkpoint.Layer(l, w);
                 result[info.Name] = Int4Rtn.Quantize(checkpoint.ReadDouble(info), info.Shape[0], info.Shape[1], GroupSize, symmetric);
             }
-        return new Int4QuantizedModel(result, new Dictionary<string, float[]>(), 0, []);
+        return new Int4QuantizedModel(result, new Dictionary<string, double[]>(), new Dictionary<string, float[]>(), 0, []);
     }
 
     /// <summary>Sequential, true-sequential GPTQ (see the class summary); the layer arrays are overwritten with their dequantized values as each group is done.</summary>
@@ -127,7 +129,7 @@ public static class Int4Calibration
             QuantizeGroup(swiGlu, (LayerWeight.Down, w.Down, c.HiddenSize));
             hidden = CalibrationForward.Add(hidden, CalibrationForward.Linear(swiGlu, w.Down, null, c.HiddenSize));
         }
-        return new Int4QuantizedModel(result, new Dictionary<string, float[]>(), forward.Tokens, errors);
+        return new Int4QuantizedModel(result, new Dictionary<string, double[]>(), new Dictionary<string, float[]>(), forward.Tokens, errors);
     }
 
     /// <summary>AWQ, llm-awq's layer loop (see the class summary).</summary>
@@ -136,7 +138,8 @@ public static class Int4Calibration
         var c = checkpoint.Config;
         var options = new AwqOptions(GroupSize, symmetric);
         var result = new Dictionary<string, Int4Matrix>(StringComparer.Ordinal);
-        var folded = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        var folded = new Dictionary<string, double[]>(StringComparer.Ordinal);
+        var inputScales = new Dictionary<string, float[]>(StringComparer.Ordinal);
         var errors = new List<(string, double, double)>();
         int d = c.HiddenSize, tokens = forward.Tokens;
         // llm-awq scales o_proj by v_proj's rows only when the two weights have the same shape (not under grouped-query attention).
@@ -174,19 +177,22 @@ public static class Int4Calibration
                 [LayerWeight.Q] = ScaleColumns(fp.Q, c.QDim, qkvScale), [LayerWeight.K] = ScaleColumns(fp.K, c.KvDim, qkvScale),
                 [LayerWeight.V] = ScaleColumns(fp.V, c.KvDim, qkvScale), [LayerWeight.O] = fp.O,
             };
-            folded[LlamaCheckpoint.LayerTensorName(l, LayerWeight.InputNorm)] = ToSingle(DivideRows(fp.InputNorm, 1, qkvScale));
+            folded[LlamaCheckpoint.LayerTensorName(l, LayerWeight.InputNorm)] = (DivideRows(fp.InputNorm, 1, qkvScale));
             double[] oInput = mix;
             if (oScale != null)
             {
                 scaled[LayerWeight.V] = DivideRows(scaled[LayerWeight.V], d, oScale);
-                if (fp.VBias != null) folded[LlamaCheckpoint.LayerTensorName(l, LayerWeight.VBias)] = ToSingle(DivideRows(fp.VBias, 1, oScale));
+                if (fp.VBias != null) folded[LlamaCheckpoint.LayerTensorName(l, LayerWeight.VBias)] = (DivideRows(fp.VBias, 1, oScale));
                 scaled[LayerWeight.O] = ScaleColumns(fp.O, d, oScale);
                 oInput = DivideColumns(mix, c.QDim, oScale);
             }
-            folded[LlamaCheckpoint.LayerTensorName(l, LayerWeight.PostAttentionNorm)] = ToSingle(DivideRows(fp.PostNorm, 1, gateUpScale));
+            folded[LlamaCheckpoint.LayerTensorName(l, LayerWeight.PostAttentionNorm)] = (DivideRows(fp.PostNorm, 1, gateUpScale));
             scaled[LayerWeight.Gate] = ScaleColumns(fp.Gate, c.IntermediateSize, gateUpScale);
             scaled[LayerWeight.Up] = DivideRows(ScaleColumns(fp.Up, c.IntermediateSize, gateUpScale), d, downScale);
             scaled[LayerWeight.Down] = ScaleColumns(fp.Down, d, downScale);
+            foreach (var (weight, scale) in new[] { (LayerWeight.Q, qkvScale), (LayerWeight.K, qkvScale), (LayerWeight.V, qkvScale), (LayerWeight.O, oScale),
+                         (LayerWeight.Gate, gateUpScale), (LayerWeight.Up, gateUpScale), (LayerWeight.Down, downScale) })
+                if (scale != null) inputScales[LlamaCheckpoint.LayerTensorName(l, weight)] = scale;
             // The recorded inputs divided by the scales, as apply_scale does to input_feat for the clip search.
             var inputs = new Dictionary<LayerWeight, double[]>
             {
@@ -218,7 +224,7 @@ public static class Int4Calibration
             }
             hidden = next;
         }
-        return new Int4QuantizedModel(result, folded, tokens, errors);
+        return new Int4QuantizedModel(result, folded, inputScales, tokens, errors);
     }
 
     /// <summary>Q(W·s)/s: AWQ's trial weights in the original space (the reference's <c>w_quantize_func(W·s) / s</c>).</summary>
@@ -248,8 +254,6 @@ public static class Int4Calibration
         for (int i = 0; i < x.Length; i++) y[i] = x[i] / s[i % cols];
         return y;
     }
-
-    private static float[] ToSingle(double[] v) => Array.ConvertAll(v, x => (float)x);
 
     private static double MeanSquaredDifference(double[] a, double[] b)
     {

@@ -82,7 +82,8 @@ public sealed class IlgpuInt4Provider : IEngineProvider, IKvCacheFormats
             var format = new BlockFormat(device.Accelerator, IlgpuProvider.MaxCols(checkpoint.Config));
             var input = new InputQuantizer.Fp16();
             var make = BlockSchemes.KeepHeadBf16(format, (name, _, _, _) => format.Create(BlockWeights.FromInt4(model.Linears[name]), input));
-            return new IlgpuFloatEngine(checkpoint, device, format, make, Name, "int4", options.Scheme, notes, options.KvCache, model.FoldedVectors);
+            return new IlgpuFloatEngine(checkpoint, device, format, make, Name, "int4", options.Scheme, notes, options.KvCache,
+                model.FoldedVectors.ToDictionary(v => v.Key, v => Array.ConvertAll(v.Value, x => (float)x)));
         });
     }
 
