@@ -32,7 +32,8 @@ public sealed record AwqResult(Int4Matrix[] Matrices, float[] ChannelScales, int
 /// measures it where the reference does for q/k/v (the self_attn output) and gate/up (the MLP output).
 /// <see cref="SearchClip"/> is the reference's clip search (<c>auto_clip.py::auto_clip_layer</c>).
 /// <para>
-/// The caller's part. Pass every linear that shares one input together (they get one s): in a Llama block
+/// The caller's part (the backends' <c>Int4Calibration</c> does it, with the loss at the reference's modules and
+/// <see cref="SearchClip"/> after the scales are applied). Pass every linear that shares one input together (they get one s): in a Llama block
 /// (input_layernorm → q, k, v), (post_attention_layernorm → gate, up), (up → down), and (v → o) only when v's and o's
 /// shapes match (multi-head attention; grouped-query models such as TinyLlama, 4 kv heads, skip it, as the reference
 /// does). Fold 1/s into the operator that produces the input: for q/k/v divide input_layernorm's weight by s, for
