@@ -14,6 +14,9 @@ namespace GpuIntLab.Backends.Cuda;
 public sealed record CudaBlockScheme(CudaFormat Format, string Backend, string FormatName, string Scheme, IReadOnlyDictionary<string, string> Notes,
     Func<string, float[], int, int, CudaBlockLinears, CudaBlockLinear> Load)
 {
+    /// <summary>Vectors (norm weights, biases) that replace the checkpoint's by tensor name: AWQ's scales folded into the RMSNorm weights.</summary>
+    public IReadOnlyDictionary<string, float[]>? VectorOverrides { get; init; }
+
     /// <summary>The kernel file every block scheme runs (it includes the float32 forward kernels and the KV caches).</summary>
     public const string KernelFile = "block.cu";
 }
@@ -22,7 +25,8 @@ public sealed record CudaBlockScheme(CudaFormat Format, string Backend, string F
 public static class CudaBlockSchemes
 {
     /// <summary>Scheme names, the same as ilgpu-int4 / ilgpu-mx / ilgpu-nvfp4 so results line up.</summary>
-    public static IReadOnlyList<string> Int4Schemes { get; } = new IlgpuInt4Provider().Schemes;
+    /// <remarks>INT4 without the act-order schemes: gemv_int4 reads groups of 128 contiguous columns, not a g_idx.</remarks>
+    public static IReadOnlyList<string> Int4Schemes { get; } = Int4Calibration.Schemes.Where(s => !s.Contains("-act-", StringComparison.Ordinal)).ToList();
     public static IReadOnlyList<string> MxSchemes { get; } = new IlgpuMxProvider().Schemes;
     public static IReadOnlyList<string> Nvfp4Schemes { get; } = new IlgpuNvfp4Provider().Schemes;
 
@@ -58,30 +62,23 @@ public static class CudaBlockSchemes
     public static CudaBlockScheme Int4(string backend, LlamaCheckpoint checkpoint, EngineOptions options)
     {
         string scheme = options.Scheme;
-        string method = scheme.Split('-')[2];
-        bool symmetric = scheme.EndsWith("-sym", StringComparison.Ordinal);
-        var matrices = method switch
-        {
-            "rtn" => IlgpuInt4Provider.Rtn(checkpoint, symmetric),
-            "gptq" => IlgpuInt4Provider.Gptq(checkpoint, options, symmetric, out _),
-            _ => IlgpuInt4Provider.Awq(checkpoint, options, symmetric, out _),
-        };
-        string calibration = method == "rtn" ? "none"
-            : BlockSchemes.CalibrationPrompts(checkpoint, options, $"{backend}/{scheme}").Note + ", float64 reference-engine activations of the unquantized model (all prompt tokens)";
+        var (method, symmetric) = Int4Calibration.Parse(scheme);
+        // The same quantization as ilgpu-int4 (Int4Calibration): RTN, sequential GPTQ, AWQ with its scales folded.
+        var model = Int4Calibration.QuantizeAll(checkpoint, options, scheme);
+        string? prompts = method == "rtn" ? null : BlockSchemes.CalibrationPrompts(checkpoint, options, $"{backend}/{scheme}").Note;
+        var ilgpuNotes = IlgpuInt4Provider.Notes(method, symmetric, model, prompts);
         return new CudaBlockScheme(CudaFormat.Int4, backend, "int4", scheme, new Dictionary<string, string>
         {
             ["weights"] = $"INT4 {(symmetric ? "symmetric (z = 8)" : "asymmetric (4-bit zero point)")}, group 128 along K, PACKED two codes per byte on the device (0.5 B per weight), float32 group scales, one zero-point byte per group",
-            ["quantizer"] = method switch
-            {
-                "rtn" => "round to nearest on GPTQ's min/max grid (Int4Rtn), the ilgpu-int4 quantization",
-                "gptq" => "GPTQ (Core Gptq: damp 0.01, block 128, no act-order), Hessians from the float64 engine's activations: the ilgpu-int4 quantization",
-                _ => "AWQ scale search (Core Awq), the ilgpu-int4 quantization; the channel scale 1/s is applied to the linear's input on the device (x / s in float32, then fp16)",
-            },
+            ["quantizer"] = ilgpuNotes["quantizer"],
             ["activations"] = "fp16 (RNE) at every linear input (W4A16)",
             ["matmul"] = "gemv_int4: " + Accumulation,
             ["lm_head"] = LmHead,
-            ["calibration"] = calibration,
-        }, (name, w, rows, cols, l) => name == LlamaCheckpoint.LmHeadName ? Head(w, rows, cols, l) : l.UploadInt4(CudaBlockPacking.PackInt4(matrices[name])));
+            ["calibration"] = ilgpuNotes["calibration"],
+        }, (name, w, rows, cols, l) => name == LlamaCheckpoint.LmHeadName ? Head(w, rows, cols, l) : l.UploadInt4(CudaBlockPacking.PackInt4(model.Linears[name])))
+        {
+            VectorOverrides = model.FoldedVectors.ToDictionary(v => v.Key, v => Array.ConvertAll(v.Value, x => (float)x)),
+        };
     }
 
     public static CudaBlockScheme Mx(string backend, string scheme)

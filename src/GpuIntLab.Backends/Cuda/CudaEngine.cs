@@ -316,7 +316,11 @@ public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
                 return new Linear(rows, cols, Dev.Upload<byte>(p.Weights), p.Scales.Length == 0 ? 0 : Dev.Upload<float>(p.Scales), p.PerRow,
                     p.Smooth is null ? 0 : Dev.Upload<float>(p.Smooth));
             }
-            Vector Vec(TensorInfo t) { var v = checkpoint.ReadSingle(t); return new Vector(Dev.Upload<float>(v), v.Length); }
+            Vector Vec(TensorInfo t)
+            {
+                var v = block?.VectorOverrides?.GetValueOrDefault(t.Name) ?? checkpoint.ReadSingle(t);
+                return new Vector(Dev.Upload<float>(v), v.Length);
+            }
             _weights = LlamaWeights.Load(checkpoint, Load, Vec);
             long Bytes(Linear l) => l.Block?.DeviceBytes ?? (long)l.Rows * l.Cols * (format == CudaFormat.Fp16 ? 2 : 1);
             LinearWeightBytes = _weights.Layers.Sum(w => new[] { w.Q, w.K, w.V, w.O, w.Gate, w.Up, w.Down }.Sum(Bytes)) + Bytes(_weights.LmHead);

@@ -140,16 +140,17 @@ public static class BlockKernels
     }
 
     /// <summary>
-    /// y[r] = sum_j ((table[code[j, r]] - zero[g, r]) * scale[g, r]) * x[j], g = j / blockSize, j ascending, float32;
-    /// codes column-major [cols, rows], scales and zeros [groups, rows]; hasZero = 0 skips the zero points.
+    /// y[r] = sum_j ((table[code[j, r]] - zero[g, r]) * scale[g, r]) * x[j], g = j / blockSize (or groupOfColumn[j]
+    /// when hasGroupIndex = 1: GPTQ act-order's g_idx), j ascending, float32; codes column-major [cols, rows], scales
+    /// and zeros [groups, rows]; hasZero = 0 skips the zero points.
     /// </summary>
     public static void MatVecBlock(Index1D r, ArrayView<byte> codes, ArrayView<float> table, ArrayView<float> scales,
-        ArrayView<float> zeros, int hasZero, ArrayView<float> x, ArrayView<float> y, int rows, int cols, int blockSize)
+        ArrayView<float> zeros, int hasZero, ArrayView<int> groupOfColumn, int hasGroupIndex, ArrayView<float> x, ArrayView<float> y, int rows, int cols, int blockSize)
     {
         float acc = 0f;
         for (int j = 0; j < cols; j++)
         {
-            int g = j / blockSize;
+            int g = hasGroupIndex != 0 ? groupOfColumn[j] : j / blockSize;
             float w = table[(int)codes[(long)j * rows + r.X]];
             if (hasZero != 0) w -= zeros[g * rows + r.X];
             w = DeviceMath.Mul(w, scales[g * rows + r.X]);

@@ -17,16 +17,25 @@ public sealed record BlockWeights(int Rows, int Cols, int BlockSize, byte[] Code
 {
     public int Blocks => (Cols + BlockSize - 1) / BlockSize;
 
-    /// <summary>INT4 g128 (RTN, GPTQ without act-order, AWQ): codes 0..15, table 0..15, fp32 group scales and zero points.</summary>
+    /// <summary>
+    /// g_idx: the scale/zero group of each input column when it is not column / BlockSize (GPTQ act-order, whose groups
+    /// are consecutive in the permuted order); null for contiguous groups. The kernel then reads the group of each
+    /// column from it, as AutoGPTQ's g_idx kernels do (exllama and Marlin instead permute the input and the rows once).
+    /// </summary>
+    public int[]? GroupOfColumn { get; init; }
+
+    /// <summary>INT4 g128 (RTN, GPTQ with or without act-order, AWQ): codes 0..15, table 0..15, fp32 group scales and zero points.</summary>
     public static BlockWeights FromInt4(Int4Matrix m)
     {
         ArgumentNullException.ThrowIfNull(m);
-        for (int c = 0; c < m.Cols; c++)
-            if (m.GroupOfColumn[c] != c / m.GroupSize)
-                throw new ArgumentException("act-order (permuted g_idx) INT4 matrices are not supported by the device format", nameof(m));
+        bool contiguous = true;
+        for (int c = 0; c < m.Cols; c++) contiguous &= m.GroupOfColumn[c] == c / m.GroupSize;
         var table = new float[16];
         for (int i = 0; i < 16; i++) table[i] = i;
-        return new BlockWeights(m.Rows, m.Cols, m.GroupSize, m.Codes, table, m.Scales, Array.ConvertAll(m.Zeros, z => (float)z), m.ChannelScales);
+        return new BlockWeights(m.Rows, m.Cols, m.GroupSize, m.Codes, table, m.Scales, Array.ConvertAll(m.Zeros, z => (float)z), m.ChannelScales)
+        {
+            GroupOfColumn = contiguous ? null : m.GroupOfColumn,
+        };
     }
 
     /// <summary>An MX format, one MX vector per output row (blocks along K), scale E8M0 decoded to its float power of two.</summary>
@@ -110,9 +119,10 @@ public sealed class BlockFormat : IDisposable
     internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int, int, float> InputMx;
     internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> Nvfp4Global;
     internal readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> InputNvfp4;
-    internal readonly Action<Index1D, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int, int> MatVec;
+    internal readonly Action<Index1D, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, ArrayView<int>, int, ArrayView<float>, ArrayView<float>, int, int, int> MatVec;
     internal readonly Action<Index1D, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, int, int> MatVecBf16;
     internal readonly MemoryBuffer1D<float, Stride1D.Dense> Input, Scratch, E2M1Table, E4M3Table, None;
+    internal readonly MemoryBuffer1D<int, Stride1D.Dense> NoGroupIndex;
     private readonly Dictionary<MiniFloatFormat, MemoryBuffer1D<float, Stride1D.Dense>> _tables = [];
     public Accelerator Accelerator { get; }
 
@@ -124,11 +134,12 @@ public sealed class BlockFormat : IDisposable
         InputMx = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int, int, float>(BlockKernels.InputMx);
         Nvfp4Global = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(BlockKernels.Nvfp4GlobalScale);
         InputNvfp4 = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BlockKernels.InputNvfp4);
-        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, int, int, int>(BlockKernels.MatVecBlock);
+        MatVec = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, ArrayView<int>, int, ArrayView<float>, ArrayView<float>, int, int, int>(BlockKernels.MatVecBlock);
         MatVecBf16 = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, int, int>(BlockKernels.MatVecBf16);
         Input = accelerator.Allocate1D<float>(maxCols);
         Scratch = accelerator.Allocate1D<float>(1);
         None = accelerator.Allocate1D<float>(1);
+        NoGroupIndex = accelerator.Allocate1D<int>(1);
         E2M1Table = Table(MiniFloatFormat.E2M1);
         E4M3Table = Table(MiniFloatFormat.E4M3);
     }
@@ -153,7 +164,7 @@ public sealed class BlockFormat : IDisposable
 
     public void Dispose()
     {
-        Input.Dispose(); Scratch.Dispose(); None.Dispose();
+        Input.Dispose(); Scratch.Dispose(); None.Dispose(); NoGroupIndex.Dispose();
         foreach (var t in _tables.Values) t.Dispose();
     }
 
@@ -192,10 +203,11 @@ public sealed class BlockFormat : IDisposable
         private readonly MemoryBuffer1D<byte, Stride1D.Dense> _codes;
         private readonly MemoryBuffer1D<float, Stride1D.Dense> _table, _scales;
         private readonly MemoryBuffer1D<float, Stride1D.Dense>? _zeros, _divisors;
+        private readonly MemoryBuffer1D<int, Stride1D.Dense>? _groupOfColumn;
         private readonly int _blockSize;
         public int Rows { get; }
         public int Cols { get; }
-        public long WeightBytes => _codes.LengthInBytes + _scales.LengthInBytes + (_zeros?.LengthInBytes ?? 0) + (_divisors?.LengthInBytes ?? 0);
+        public long WeightBytes => _codes.LengthInBytes + _scales.LengthInBytes + (_zeros?.LengthInBytes ?? 0) + (_divisors?.LengthInBytes ?? 0) + (_groupOfColumn?.LengthInBytes ?? 0);
 
         public Linear(BlockFormat f, BlockWeights w, InputQuantizer input)
         {
@@ -208,15 +220,17 @@ public sealed class BlockFormat : IDisposable
             _scales = acc.Allocate1D(Layout.Transpose(w.Scales, w.Rows, w.Blocks));
             if (w.Zeros != null) _zeros = acc.Allocate1D(Layout.Transpose(w.Zeros, w.Rows, w.Blocks));
             if (w.InputDivisors != null) _divisors = acc.Allocate1D(w.InputDivisors);
+            if (w.GroupOfColumn != null) _groupOfColumn = acc.Allocate1D(w.GroupOfColumn);
         }
 
         public void Apply(ArrayView<float> x, ArrayView<float> y)
         {
             var xq = _f.Quantize(_input, x, Cols, _divisors);
-            _f.MatVec(Rows, _codes.View, _table.View, _scales.View, _zeros?.View ?? _f.None.View, _zeros != null ? 1 : 0, xq, y, Rows, Cols, _blockSize);
+            _f.MatVec(Rows, _codes.View, _table.View, _scales.View, _zeros?.View ?? _f.None.View, _zeros != null ? 1 : 0,
+                _groupOfColumn?.View ?? _f.NoGroupIndex.View, _groupOfColumn != null ? 1 : 0, xq, y, Rows, Cols, _blockSize);
         }
 
-        public void Dispose() { _codes.Dispose(); _table.Dispose(); _scales.Dispose(); _zeros?.Dispose(); _divisors?.Dispose(); }
+        public void Dispose() { _codes.Dispose(); _table.Dispose(); _scales.Dispose(); _zeros?.Dispose(); _divisors?.Dispose(); _groupOfColumn?.Dispose(); }
     }
 
     private sealed class Bf16Linear(BlockFormat f, ushort[] bits, int rows, int cols) : IDeviceLinear

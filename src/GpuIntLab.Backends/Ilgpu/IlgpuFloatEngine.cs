@@ -51,15 +51,17 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
 
     /// <param name="makeLinear">Builds one linear layer from its tensor name and exact float32 weights [rows, cols].</param>
     /// <param name="kvCache">KV-cache format (<see cref="KvCacheKernels"/>): "float32", "fp8-e4m3" or "int8".</param>
+    /// <param name="vectorOverrides">Float32 values that replace checkpoint vectors (norm weights, biases) by tensor name: AWQ's scales folded into the RMSNorm weights.</param>
     public IlgpuFloatEngine(LlamaCheckpoint checkpoint, IlgpuDevice device, IDisposable format,
         Func<string, float[], int, int, IDeviceLinear> makeLinear, string name, string formatName, string scheme,
-        IReadOnlyDictionary<string, string> precisions, string kvCache = "float32")
-        : this(checkpoint, device, format, makeLinear, name, formatName, scheme, precisions, kvCache, KvCacheStore.Create) { }
+        IReadOnlyDictionary<string, string> precisions, string kvCache = "float32", IReadOnlyDictionary<string, float[]>? vectorOverrides = null)
+        : this(checkpoint, device, format, makeLinear, name, formatName, scheme, precisions, kvCache, KvCacheStore.Create, vectorOverrides) { }
 
     /// <param name="makeKvCache">Builds the KV cache of the format (tests substitute a reference store).</param>
     internal IlgpuFloatEngine(LlamaCheckpoint checkpoint, IlgpuDevice device, IDisposable format,
         Func<string, float[], int, int, IDeviceLinear> makeLinear, string name, string formatName, string scheme,
-        IReadOnlyDictionary<string, string> precisions, string kvCache, Func<string, Accelerator, LlamaConfig, KvCacheStore> makeKvCache)
+        IReadOnlyDictionary<string, string> precisions, string kvCache, Func<string, Accelerator, LlamaConfig, KvCacheStore> makeKvCache,
+        IReadOnlyDictionary<string, float[]>? vectorOverrides = null)
         : base(checkpoint.Config)
     {
         if (!KvCacheKernels.Formats.Contains(kvCache))
@@ -84,7 +86,7 @@ public sealed class IlgpuFloatEngine : LlamaEngine, ILlamaOps
                 var weights = t.Name == LlamaCheckpoint.EmbeddingName ? _embedding : checkpoint.ReadSingle(t);
                 return OwnAny(makeLinear(t.Name == LlamaCheckpoint.EmbeddingName ? LlamaCheckpoint.LmHeadName : t.Name, weights, t.Shape[0], t.Shape[1]));
             }
-            _weights = LlamaWeights.Load(checkpoint, Lin, t => Own(acc.Allocate1D(checkpoint.ReadSingle(t))));
+            _weights = LlamaWeights.Load(checkpoint, Lin, t => Own(acc.Allocate1D(vectorOverrides?.GetValueOrDefault(t.Name) ?? checkpoint.ReadSingle(t))));
             _kv = OwnAny(makeKvCache(kvCache, acc, _c));
             LinearWeightBytes = _weights.Layers.Sum(w => new[] { w.Q, w.K, w.V, w.O, w.Gate, w.Up, w.Down }.Sum(x => x.WeightBytes)) + _weights.LmHead.WeightBytes;
 

@@ -34,34 +34,6 @@ internal static class BlockSchemes
             throw new ArgumentException($"{who}: no calibration prompts given and the default (the Llama 2 gate prompts) is outside this model's vocabulary of {vocab}: pass EngineOptions.CalibrationPrompts (the spec's calibration_prompts)");
         return (prompts, $"{prompts.Count} prompt(s) (default: the gate prompts)");
     }
-
-    /// <summary>Every linear's float64 input rows (by tensor name) over the prompts, from the reference engine.</summary>
-    public static Dictionary<string, List<double[]>> ActivationRows(LlamaCheckpoint checkpoint, IReadOnlyList<int[]> prompts, int threads)
-    {
-        var rows = new Dictionary<string, List<double[]>>(StringComparer.Ordinal);
-        using var reference = new ReferenceEngine(checkpoint, threads);
-        reference.ActivationObserver = (name, x) =>
-        {
-            if (!rows.TryGetValue(name, out var list)) rows[name] = list = [];
-            list.Add(x.ToArray());
-        };
-        foreach (var prompt in prompts)
-        {
-            reference.Reset();
-            reference.Prefill(prompt);
-        }
-        return rows;
-    }
-
-    /// <summary>Row-major [tokens, cols] of a tensor's calibration rows.</summary>
-    public static double[] Stack(List<double[]> rows, int cols)
-    {
-        var all = new double[rows.Count * cols];
-        for (int t = 0; t < rows.Count; t++) rows[t].CopyTo(all, t * cols);
-        return all;
-    }
-
-    public static double[] Widen(float[] w) => Array.ConvertAll(w, v => (double)v);
 }
 
 /// <summary>ILGPU BF16: the baseline row beside FP16 (what the checkpoints are trained in).</summary>
@@ -90,140 +62,64 @@ public sealed class IlgpuBf16Provider : IEngineProvider, IKvCacheFormats
     }
 }
 
-/// <summary>ILGPU INT4 weight-only, group 128 along K: RTN, GPTQ and AWQ (W4A16, half activations).</summary>
+/// <summary>ILGPU INT4 weight-only, group 128 along K: RTN, GPTQ (with and without act-order) and AWQ (W4A16, half activations).</summary>
 public sealed class IlgpuInt4Provider : IEngineProvider, IKvCacheFormats
 {
     public IReadOnlyList<string> KvCacheFormats => KvCacheKernels.Formats;
     public string Name => "ilgpu-int4";
-    public string Description => "ILGPU kernels: INT4 weight-only g128 (RTN, GPTQ, AWQ; sym / asym), dequantized in the kernel, fp16 activations, float32 accumulation";
-    public IReadOnlyList<string> Schemes { get; } =
-        ["int4-g128-rtn-asym", "int4-g128-rtn-sym", "int4-g128-gptq-asym", "int4-g128-gptq-sym", "int4-g128-awq-asym", "int4-g128-awq-sym"];
+    public string Description => "ILGPU kernels: INT4 weight-only g128 (RTN, sequential GPTQ with or without act-order, AWQ with clip search and folded scales; sym / asym), dequantized in the kernel, fp16 activations, float32 accumulation";
+    public IReadOnlyList<string> Schemes => Int4Calibration.Schemes;
     public Availability CheckAvailability(string accelerator) => IlgpuDevice.Check(accelerator);
 
     public IInferenceEngine Create(LlamaCheckpoint checkpoint, EngineOptions options)
     {
         IlgpuProvider.CheckScheme(this, options.Scheme);
-        string method = options.Scheme.Split('-')[2];
-        bool symmetric = options.Scheme.EndsWith("-sym", StringComparison.Ordinal);
-        var matrices = method switch
-        {
-            "rtn" => Rtn(checkpoint, symmetric),
-            "gptq" => Gptq(checkpoint, options, symmetric, out _),
-            _ => Awq(checkpoint, options, symmetric, out _),
-        };
-        string calibration = method == "rtn" ? "none"
-            : BlockSchemes.CalibrationPrompts(checkpoint, options, $"{Name}/{options.Scheme}").Note
-              + ", float64 reference-engine activations of the unquantized model (all prompt tokens)";
+        var (method, symmetric) = Int4Calibration.Parse(options.Scheme);
+        var model = Int4Calibration.QuantizeAll(checkpoint, options, options.Scheme);
+        var notes = Notes(method, symmetric, model, method == "rtn" ? null : BlockSchemes.CalibrationPrompts(checkpoint, options, $"{Name}/{options.Scheme}").Note);
         return IlgpuProvider.Build(options.Accelerator, device =>
         {
             var format = new BlockFormat(device.Accelerator, IlgpuProvider.MaxCols(checkpoint.Config));
             var input = new InputQuantizer.Fp16();
-            var make = BlockSchemes.KeepHeadBf16(format, (name, _, _, _) => format.Create(BlockWeights.FromInt4(matrices[name]), input));
-            var notes = new Dictionary<string, string>
-            {
-                ["weights"] = $"INT4 {(symmetric ? "symmetric (z = 8)" : "asymmetric (4-bit zero point)")}, group 128 along K, float32 group scales (checkpoints store fp16), one code per byte on the device",
-                ["quantizer"] = method switch
-                {
-                    "rtn" => "round to nearest on GPTQ's min/max grid (Int4Rtn)",
-                    "gptq" => "GPTQ (Core Gptq: damp 0.01, block 128, no act-order). Hessians from the float64 engine's activations of the unquantized model, " +
-                              "not the reference's sequential inputs from already-quantized layers (so the layer order does not matter here)",
-                    _ => "AWQ scale search (Core Awq, its own grid, 20 ratios, no clip search) per shared input: (q,k,v), (gate,up), down, and o only when v and o shapes match; " +
-                         "the channel scale 1/s is applied to the linear's input on the device (x / s in float32, then fp16) instead of being folded into the RMSNorm / up_proj / v weights",
-                },
-                ["activations"] = "fp16 (RNE) at every linear input (W4A16)",
-                ["matmul"] = BlockSchemes.AccumulationNote,
-                ["lm_head"] = BlockSchemes.LmHeadNote,
-                ["calibration"] = calibration,
-            };
-            return new IlgpuFloatEngine(checkpoint, device, format, make, Name, "int4", options.Scheme, notes, options.KvCache);
+            var make = BlockSchemes.KeepHeadBf16(format, (name, _, _, _) => format.Create(BlockWeights.FromInt4(model.Linears[name]), input));
+            return new IlgpuFloatEngine(checkpoint, device, format, make, Name, "int4", options.Scheme, notes, options.KvCache,
+                model.FoldedVectors.ToDictionary(v => v.Key, v => Array.ConvertAll(v.Value, x => (float)x)));
         });
     }
 
-    private static IEnumerable<(string Name, TensorInfo Info)> DecoderLinears(LlamaCheckpoint checkpoint)
+    /// <summary>The engine's precision notes: exactly what the quantizer did, and what calibration measured.</summary>
+    internal static Dictionary<string, string> Notes(string method, bool symmetric, Int4QuantizedModel model, string? prompts)
     {
-        for (int l = 0; l < checkpoint.Config.NumHiddenLayers; l++)
-            foreach (var w in new[] { LayerWeight.Q, LayerWeight.K, LayerWeight.V, LayerWeight.O, LayerWeight.Gate, LayerWeight.Up, LayerWeight.Down })
-            {
-                string name = LlamaCheckpoint.LayerTensorName(l, w);
-                yield return (name, checkpoint.Info(name));
-            }
-    }
-
-    internal static Dictionary<string, Int4Matrix> Rtn(LlamaCheckpoint checkpoint, bool symmetric)
-    {
-        var result = new Dictionary<string, Int4Matrix>(StringComparer.Ordinal);
-        foreach (var (name, info) in DecoderLinears(checkpoint))
-            result[name] = Int4Rtn.Quantize(BlockSchemes.Widen(checkpoint.ReadSingle(info)), info.Shape[0], info.Shape[1], 128, symmetric);
-        return result;
-    }
-
-    /// <summary>GPTQ of every decoder linear with its own Hessian from the float64 activations.</summary>
-    internal static Dictionary<string, Int4Matrix> Gptq(LlamaCheckpoint checkpoint, EngineOptions options, bool symmetric, out double totalLoss)
-    {
-        var (prompts, _) = BlockSchemes.CalibrationPrompts(checkpoint, options, "ilgpu-int4/gptq");
-        var rows = BlockSchemes.ActivationRows(checkpoint, prompts, options.EffectiveThreads);
-        var result = new Dictionary<string, Int4Matrix>(StringComparer.Ordinal);
-        var hessians = new Dictionary<string, double[]>(StringComparer.Ordinal);
-        totalLoss = 0;
-        foreach (var (name, info) in DecoderLinears(checkpoint))
+        var notes = new Dictionary<string, string>
         {
-            int cols = info.Shape[1];
-            // q, k, v share their input (the q rows), as do gate and up (the gate rows): one Hessian per distinct input.
-            string key = SharedInput(name);
-            if (!hessians.TryGetValue(key, out var h))
+            ["weights"] = $"INT4 {(symmetric ? "symmetric (z = 8)" : "asymmetric (4-bit zero point)")}, group 128 along K, float32 group scales (checkpoints store fp16), one code per byte on the device" +
+                          (method == "gptq-act" ? "; act-order g_idx (int32 per input column) read per column by the kernel" : ""),
+            ["quantizer"] = method switch
             {
-                var inputRows = rows[key];
-                var acc = new GptqHessian(cols);
-                acc.Add(BlockSchemes.Stack(inputRows, cols), inputRows.Count);
-                hessians[key] = h = acc.Build();
-            }
-            var r = Core.Formats.WeightOnly.Gptq.QuantizeWithHessian(BlockSchemes.Widen(checkpoint.ReadSingle(info)), info.Shape[0], cols, h,
-                new GptqOptions(GroupSize: 128, Symmetric: symmetric));
-            result[name] = r.Matrix;
-            totalLoss += r.Loss;
-        }
-        return result;
-    }
-
-    /// <summary>The tensor whose observed input a linear shares: q for k and v, gate for up, itself otherwise.</summary>
-    private static string SharedInput(string name) =>
-        name.EndsWith(".k_proj.weight", StringComparison.Ordinal) || name.EndsWith(".v_proj.weight", StringComparison.Ordinal)
-            ? name[..^".k_proj.weight".Length] + ".q_proj.weight"
-            : name.EndsWith(".up_proj.weight", StringComparison.Ordinal) ? name[..^".up_proj.weight".Length] + ".gate_proj.weight" : name;
-
-    /// <summary>AWQ per group of linears sharing an input (see <see cref="Core.Formats.WeightOnly.Awq"/>, the caller's part).</summary>
-    internal static Dictionary<string, Int4Matrix> Awq(LlamaCheckpoint checkpoint, EngineOptions options, bool symmetric, out List<double> chosenRatios)
-    {
-        var (prompts, _) = BlockSchemes.CalibrationPrompts(checkpoint, options, "ilgpu-int4/awq");
-        var rows = BlockSchemes.ActivationRows(checkpoint, prompts, options.EffectiveThreads);
-        var c = checkpoint.Config;
-        var result = new Dictionary<string, Int4Matrix>(StringComparer.Ordinal);
-        chosenRatios = [];
-        var awqOptions = new AwqOptions(GroupSize: 128, Symmetric: symmetric);
-        for (int l = 0; l < c.NumHiddenLayers; l++)
+                "rtn" => "round to nearest on GPTQ's min/max grid (Int4Rtn)",
+                "gptq" or "gptq-act" =>
+                    $"GPTQ (Core Gptq: damp 0.01, block 128, {(method == "gptq-act" ? "act-order (desc_act: columns by decreasing diag H, groups consecutive in that order, g_idx)" : "no act-order")}), " +
+                    "sequential as IST-DASLab/gptq llama.py --true-sequential: each layer calibrated on inputs from the already-quantized earlier layers, " +
+                    "within a layer (q,k,v) -> o -> (gate,up) -> down, each Hessian from inputs computed with the earlier groups quantized (float64 CalibrationForward)",
+                _ => "AWQ as mit-han-lab/llm-awq (original scale formula, not AutoAWQ's duo_scaling): per layer on full-precision inputs, scale search (20 ratios, " +
+                     "s = x_mean^r / sqrt(max*min)) for (q,k,v) with the loss on the self_attn output, (gate,up) on the MLP output, down on its own output" +
+                     ", (v->o) only when v and o have the same shape; scales folded (input_layernorm and post_attention_layernorm weights divided by s, up_proj rows divided by down's s; " +
+                     "the device runs plain INT4 with the folded float32 norm weights and no input division); clip search (max shrink 0..45% in 5% steps, per output row and group, " +
+                     "on the scaled inputs) on v, o, gate, up, down; then RTN on AWQ's grid",
+            },
+            ["activations"] = "fp16 (RNE) at every linear input (W4A16)",
+            ["matmul"] = BlockSchemes.AccumulationNote,
+            ["lm_head"] = BlockSchemes.LmHeadNote,
+            ["calibration"] = prompts is null ? "none" : $"{prompts}, {model.CalibrationTokens} tokens, float64",
+        };
+        if (model.Errors.Count > 0)
         {
-            var groups = new List<LayerWeight[]> { new[] { LayerWeight.Q, LayerWeight.K, LayerWeight.V }, new[] { LayerWeight.Gate, LayerWeight.Up }, new[] { LayerWeight.Down } };
-            bool oShared = c.KvDim == c.HiddenSize;
-            if (oShared) groups.Add([LayerWeight.O]);
-            foreach (var group in groups)
-            {
-                var names = group.Select(w => LlamaCheckpoint.LayerTensorName(l, w)).ToArray();
-                var infos = names.Select(checkpoint.Info).ToArray();
-                int cols = infos[0].Shape[1];
-                var inputRows = rows[names[0]];
-                var weights = infos.Select(i => (BlockSchemes.Widen(checkpoint.ReadSingle(i)), i.Shape[0])).ToList();
-                var r = Core.Formats.WeightOnly.Awq.Quantize(weights, cols, BlockSchemes.Stack(inputRows, cols), inputRows.Count, awqOptions);
-                chosenRatios.Add(r.BestRatio);
-                for (int i = 0; i < names.Length; i++) result[names[i]] = r.Matrices[i];
-            }
-            if (!oShared)
-            {
-                string o = LlamaCheckpoint.LayerTensorName(l, LayerWeight.O);
-                var info = checkpoint.Info(o);
-                result[o] = Int4Rtn.Quantize(BlockSchemes.Widen(checkpoint.ReadSingle(info)), info.Shape[0], info.Shape[1], 128, symmetric, Int4GridRule.Awq);
-            }
+            // Mean over layers of each linear's relative output error on its calibration inputs: the method's, then RTN's on the same inputs.
+            var byKind = model.Errors.GroupBy(e => e.Name.Split('.')[^2]).Select(g =>
+                $"{g.Key} {g.Average(e => e.Method):G3} vs {g.Average(e => e.Rtn):G3}");
+            notes["calibration error"] = "mean relative output error |X(W_q - W)^T|^2/|XW^T|^2 on the calibration inputs, this method vs RTN: " + string.Join(", ", byKind);
         }
-        return result;
+        return notes;
     }
 }
 

@@ -115,7 +115,8 @@ public static class WeightSchemeCatalog
             list.Add(new($"int4-g128-{method}-sym", "int4", 128, "fp16", rule, 4, 16));
             list.Add(new($"int4-g128-{method}-asym", "uint4", 128, "fp16", rule, 4, 16, ZeroBits: 4));
         }
-        list.Add(new("int4-g128-gptq-actorder-asym", "uint4", 128, "fp16", "gptq", 4, 16, ZeroBits: 4, PerInputColumnBits: 32));
+        list.Add(new("int4-g128-gptq-act-sym", "int4", 128, "fp16", "gptq", 4, 16, PerInputColumnBits: 32));
+        list.Add(new("int4-g128-gptq-act-asym", "uint4", 128, "fp16", "gptq", 4, 16, ZeroBits: 4, PerInputColumnBits: 32));
         return list;
     }
 

@@ -125,6 +125,7 @@ public class BlockFormatTests(BlockFormatFixture fixture) : IClassFixture<BlockF
     [InlineData("rtn", true)]
     [InlineData("gptq", false)]
     [InlineData("awq", false)]
+    [InlineData("gptq-act", true)]
     public void Int4LinearEqualsTheCodec(string method, bool symmetric)
     {
         var w = Values(Rows * Cols, 5);
@@ -138,6 +139,7 @@ public class BlockFormatTests(BlockFormatFixture fixture) : IClassFixture<BlockF
         {
             "rtn" => Int4Rtn.Quantize(wd, Rows, Cols, 128, symmetric),
             "gptq" => Gptq.Quantize(wd, Rows, Cols, activations, tokens, new GptqOptions(Symmetric: symmetric)).Matrix,
+            "gptq-act" => Gptq.Quantize(wd, Rows, Cols, activations, tokens, new GptqOptions(Symmetric: symmetric, ActOrder: true)).Matrix,
             _ => Awq.Quantize([(wd, Rows)], Cols, activations, tokens, new AwqOptions(Symmetric: symmetric)).Matrices[0],
         };
         var blocks = fixture.Blocks;
@@ -154,6 +156,8 @@ public class BlockFormatTests(BlockFormatFixture fixture) : IClassFixture<BlockF
         }
         AssertBitEqual(Float32MatVec(wq, xq, Rows, Cols), Run(linear, x), $"int4/{method}/{(symmetric ? "sym" : "asym")}");
         if (method == "awq") Assert.NotNull(m.ChannelScales);
+        // act-order must actually permute the groups here, or the g_idx path of the kernel is not exercised.
+        if (method == "gptq-act") Assert.NotNull(BlockWeights.FromInt4(m).GroupOfColumn);
     }
 
     [Fact]

@@ -85,7 +85,7 @@ public sealed class GptqHessian
 /// <item>Codes are returned in the original column order with g_idx (<see cref="Int4Matrix.GroupOfColumn"/>).</item>
 /// </list>
 /// <para>
-/// The caller's part (the reference's <c>llama.py</c>): quantize the decoder layers in order and calibrate each linear
+/// The caller's part (the reference's <c>llama.py</c>; the backends' <c>Int4Calibration</c> does it): quantize the decoder layers in order and calibrate each linear
 /// on the inputs produced by the already-quantized previous layers (sequential); within a layer, q/k/v share one
 /// Hessian (their common input), then o, then gate/up (shared input), then down ("true sequential" recomputes the
 /// inputs of o after q/k/v are quantized, and of down after gate/up). Record nsamples, seqlen, seed, PercentDamp,
