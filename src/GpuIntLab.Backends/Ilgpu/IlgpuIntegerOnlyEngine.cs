@@ -13,7 +13,7 @@ namespace GpuIntLab.Backends.Ilgpu;
 /// final int32 logits to float64. Bit-identical to the CPU reference <see cref="IntegerOnlyEngine"/> (same model
 /// quantisation, same static helpers), one token a step.
 /// </summary>
-public sealed class IlgpuIntegerOnlyEngine : LlamaEngine, ILlamaOps
+public sealed class IlgpuIntegerOnlyEngine : LlamaEngine, IIntegerOnlyOps
 {
     private sealed record DeviceMatrix(MemoryBuffer1D<sbyte, Stride1D.Dense> Codes, MemoryBuffer1D<int, Stride1D.Dense> Multipliers,
         MemoryBuffer1D<int, Stride1D.Dense> Exponents, int Rows, int Cols);
@@ -282,19 +282,9 @@ public sealed class IlgpuIntegerOnlyEngine : LlamaEngine, ILlamaOps
     // The boundary: float64 views of the int32 buffers and the output logits (no floating point inside the step).
     protected override double[] ReadLogits() => Array.ConvertAll(LastRawLogits, FixedVector.ToDouble);
 
-    void ILlamaOps.Read(StepBuffer buffer, Span<double> destination)
-    {
-        var raw = new int[destination.Length];
-        ReadRaw(buffer, raw);
-        for (int i = 0; i < raw.Length; i++) destination[i] = FixedVector.ToDouble(raw[i]);
-    }
+    void ILlamaOps.Read(StepBuffer buffer, Span<double> destination) => IIntegerOnlyOps.ReadAsDoubles(this, buffer, destination);
 
-    void ILlamaOps.Write(StepBuffer buffer, ReadOnlySpan<double> values)
-    {
-        var raw = new int[values.Length];
-        for (int i = 0; i < raw.Length; i++) raw[i] = FixedVector.ToActivation(values[i]);
-        WriteRaw(buffer, raw);
-    }
+    void ILlamaOps.Write(StepBuffer buffer, ReadOnlySpan<double> values) => IIntegerOnlyOps.WriteFromDoubles(this, buffer, values);
 
     private void DisposeAll()
     {

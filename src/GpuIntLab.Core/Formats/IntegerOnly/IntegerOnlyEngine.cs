@@ -10,7 +10,7 @@ namespace GpuIntLab.Core.Formats.IntegerOnly;
 /// bits. Every step buffer is int32 at 2^-16; the KV cache holds int8 codes with a dyadic scale per token and KV head.
 /// Floating point only in the boundary file (load-time quantisation, the float64 views and the output logits).
 /// </summary>
-public sealed partial class IntegerOnlyEngine : LlamaEngine, ILlamaOps
+public sealed partial class IntegerOnlyEngine : LlamaEngine, IIntegerOnlyOps
 {
     private readonly LlamaConfig _c;
     private readonly IntegerOnlyModel _model;
