@@ -30,7 +30,7 @@ public static class BackendWeightSchemes
             "intonly" => "int8-per-channel",
             _ => null,
         };
-        return name == null ? null : WeightSchemeCatalog.All.FirstOrDefault(s => s.Name == name);
+        return name == null ? null : WeightSchemeCatalog.Find(name);
     }
 
     /// <summary>"mxfp4-rceil-w4a4" and "mxfp4-rceil-weight-only" store "mxfp4-rceil".</summary>

@@ -36,7 +36,7 @@ public static class CorpusTables
         for (int i = 0; i < ranked.Count; i++)
         {
             var r = ranked[i];
-            var scheme = r.WeightScheme is { } w ? Core.Formats.WeightSchemeCatalog.All.FirstOrDefault(s => s.Name == w.Name) : null;
+            var scheme = r.WeightScheme is { } w ? Core.Formats.WeightSchemeCatalog.Find(w.Name) : null;
             var memory = scheme == null ? null : Core.Formats.WeightSchemeCatalog.Memory(shape, scheme);
             string next = "-";
             if (i + 1 < ranked.Count)

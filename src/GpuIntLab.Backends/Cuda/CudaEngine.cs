@@ -119,6 +119,19 @@ public abstract class CudaEngineBase : LlamaEngine
     /// <summary>Uploads RoPE rows [first, first + count) into the tables at <paramref name="cos"/> / <paramref name="sin"/> (row-major, head_dim/2 per row).</summary>
     protected abstract void UploadRopeRows(int first, int count, ulong cos, ulong sin);
 
+    /// <summary>Copies rows of a RoPE table (float32 or raw Q16.48, <c>CopyRows</c> of FloatRope / RopeTable).</summary>
+    protected delegate void RopeRowSource<T>(int first, int count, Span<T> cos, Span<T> sin);
+
+    /// <summary>The one upload of <see cref="UploadRopeRows"/>: rows from <paramref name="source"/> written to the device tables.</summary>
+    protected void WriteRopeRows<T>(RopeRowSource<T> source, int first, int count, ulong cos, ulong sin) where T : unmanaged
+    {
+        var c = new T[(long)count * (C.HeadDim / 2)];
+        var s = new T[c.Length];
+        source(first, count, c, s);
+        Dev.Write<T>(cos, c);
+        Dev.Write<T>(sin, s);
+    }
+
     /// <summary>
     /// Sizes everything a step of <paramref name="tokens"/> tokens at <paramref name="position"/> touches (caches,
     /// RoPE rows) and sets the device position. Nothing here may run inside a graph capture (allocations and host
@@ -367,15 +380,8 @@ public sealed class CudaFloatEngine : CudaEngineBase, ILlamaOps
         }
     }
 
-    protected override void UploadRopeRows(int first, int count, ulong cos, ulong sin)
-    {
-        int half = C.HeadDim / 2;
-        var c = new float[(long)count * half];
-        var s = new float[c.Length];
-        _rope.CopyRows(first, count, c, s);
-        Dev.Write<float>(cos, c);
-        Dev.Write<float>(sin, s);
-    }
+    protected override void UploadRopeRows(int first, int count, ulong cos, ulong sin) =>
+        WriteRopeRows<float>(_rope.CopyRows, first, count, cos, sin);
 
     private void RunLinear(Linear l, ulong x, int t, ulong y)
     {
@@ -600,15 +606,8 @@ public sealed class CudaInt64Engine : CudaEngineBase, IExactLlamaOps, IRawLogits
         }
     }
 
-    protected override void UploadRopeRows(int first, int count, ulong cos, ulong sin)
-    {
-        int half = C.HeadDim / 2;
-        var c = new long[(long)count * half];
-        var s = new long[c.Length];
-        _rope.CopyRows(first, count, c, s);
-        Dev.Write<long>(cos, c);
-        Dev.Write<long>(sin, s);
-    }
+    protected override void UploadRopeRows(int first, int count, ulong cos, ulong sin) =>
+        WriteRopeRows<long>(_rope.CopyRows, first, count, cos, sin);
 
     private void MatMul(Matrix w, ulong x, int t, ulong y) =>
         Module.Launch("matmul_q48", G(Ceil(w.Rows, 8), Ceil(t, 4)), 256, 0, w.Pointer, x, y, w.Rows, w.Cols, t, _err);

@@ -80,9 +80,12 @@ public static class WeightSchemeCatalog
     /// <summary>Every scheme; MX formats appear once per scale rule (the rule does not change the storage).</summary>
     public static IReadOnlyList<WeightScheme> All { get; } = Build();
 
+    /// <summary>The scheme named <paramref name="name"/>, or null.</summary>
+    public static WeightScheme? Find(string name) => All.FirstOrDefault(s => s.Name == name);
+
     /// <summary>The scheme named <paramref name="name"/>; an ArgumentException listing the names otherwise.</summary>
     public static WeightScheme Get(string name) =>
-        All.FirstOrDefault(s => s.Name == name)
+        Find(name)
         ?? throw new ArgumentException($"unknown weight scheme '{name}'; known: {string.Join(", ", All.Select(s => s.Name))}", nameof(name));
 
     private static List<WeightScheme> Build()
